@@ -1,0 +1,116 @@
+"""Self-supervised pretraining on a CPU: accuracy per minute on Fashion-MNIST.
+
+Protocol (issue 3): pretrain on 10,000 unlabelled training images (1,000 per class, seed 0),
+then weighted kNN (k=20, t=0.07, cosine) on the 10,000 test images with those 10,000 training
+images as the bank. kNN is measured at fixed minutes of training time inside one run (the clock
+stops while evaluating) and at the end; also the baselines: raw pixels (with and without
+centring) and the untrained encoder.
+
+    python benchmarks/ssl_cpu.py --method byol --minutes 30 --marks 5,10,20,30
+    python benchmarks/ssl_cpu.py --method simclr --minutes 10 --set lr=0.003 --tag lr3e-3
+
+Writes benchmarks/results/ssl_cpu_<method>[_<tag>].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cl_toolkit.data import load_images  # noqa: E402
+from cl_toolkit.embed import embed_images  # noqa: E402
+from cl_toolkit.eval import knn_accuracy  # noqa: E402
+from cl_toolkit.train import environment, pretrain, resolve_config  # noqa: E402
+
+TRAIN = "fashion-mnist:train?per_class=1000&seed=0"
+TEST = "fashion-mnist:test"
+
+
+def knn(bank, bank_labels, query, query_labels) -> dict:
+    plain = knn_accuracy(bank, bank_labels, query, query_labels)
+    centred = knn_accuracy(bank, bank_labels, query, query_labels, center=True)
+    return {"knn_top1": plain["knn_top1"], "knn_top1_centred": centred["knn_top1"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--method", default="byol")
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--epochs", type=float, default=None, help="fixed-step run instead of a time budget")
+    ap.add_argument("--marks", default="", help="training minutes at which to measure kNN, e.g. 5,10,20")
+    ap.add_argument("--every", type=int, default=0, help="also measure kNN every N steps")
+    ap.add_argument("--set", action="append", default=[], help="config override key=value (python literal)")
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--baselines", action="store_true", help="also measure raw pixels and the untrained encoder")
+    args = ap.parse_args()
+
+    overrides = {}
+    for kv in args.set:
+        k, _, v = kv.partition("=")
+        try:
+            overrides[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            overrides[k] = v
+    train, test = load_images(TRAIN), None
+    test = load_images(TEST, classes=train.classes)
+    result: dict = {"protocol": {"train": TRAIN, "test": TEST, "k": 20, "temperature": 0.07},
+                    "method": args.method, "tag": args.tag, "overrides": overrides}
+
+    if args.baselines:
+        flat = lambda d: d.images.flatten(1).float()  # noqa: E731
+        result["raw_pixels"] = knn(flat(train), train.labels, flat(test), test.labels)
+
+    marks = [float(m) for m in args.marks.split(",") if m]
+    curve: list[dict] = []
+
+    def monitor(encoder, state) -> dict:
+        t0 = time.perf_counter()
+        bank = embed_images(encoder, train.images, normalize=False)
+        query = embed_images(encoder, test.images, normalize=False)
+        row = {"minutes": round(state.elapsed / 60, 2), "step": state.step, "epoch": state.epoch,
+               "images_per_s": round(state.images / max(state.elapsed, 1e-9), 1),
+               **knn(bank, train.labels, query, test.labels), "eval_seconds": round(time.perf_counter() - t0, 1)}
+        curve.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        return row
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = f"{tmp}/run"
+        cfg = resolve_config({"method": args.method, "data": TRAIN, "out": run, **overrides,
+                              **({"epochs": args.epochs} if args.epochs else {"minutes": args.minutes})})
+        if args.baselines:
+            from cl_toolkit.encoders import create_encoder
+
+            torch.manual_seed(cfg.seed)
+            enc = create_encoder(cfg.encoder or "convnet-small", 1, 28, **cfg.encoder_args)
+            bank = embed_images(enc, train.images, normalize=False)
+            query = embed_images(enc, test.images, normalize=False)
+            result["untrained_encoder"] = knn(bank, train.labels, query, test.labels)
+            print(json.dumps({k: result[k] for k in ("raw_pixels", "untrained_encoder")}), file=sys.stderr)
+        summary = pretrain(cfg, data=train, quiet=True, monitor=monitor, monitor_every=args.every,
+                           monitor_minutes=marks)
+        result["config"] = json.loads(Path(run, "config.json").read_text())
+        metrics = [json.loads(x) for x in Path(run, "metrics.jsonl").read_text().splitlines()]
+        last = [m for m in metrics if "effective_rank" in m][-1]
+        result["final_collapse_stats"] = {k: last[k] for k in ("std", "std_ideal", "effective_rank",
+                                                              "alignment", "uniformity") if k in last}
+    result["summary"] = summary
+    result["curve"] = curve
+    result["env"] = environment(torch.device("cpu"), cfg.precision)
+    name = f"ssl_cpu_{args.method}" + (f"_{args.tag}" if args.tag else "")
+    out = Path(__file__).parent / "results" / f"{name}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({"final": curve[-1] if curve else None, "out": str(out)}))
+
+
+if __name__ == "__main__":
+    main()

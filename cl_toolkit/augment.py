@@ -1,0 +1,91 @@
+"""View generators: batched, per-sample random augmentations on the training device (kornia).
+
+A batch of uint8 images [B, C, H, W] goes in, a list of float views in [0, 1] comes out, each
+sample with its own random crop/flip/jitter/blur/solarize parameters. Running on the batch
+(CPU or GPU) instead of per image in loader workers is what keeps a 2-core CPU busy with
+training rather than with PIL.
+
+Presets are sized to the image: the SimCLR paper drops blur for 32 px CIFAR, and hue/saturation
+jitter and random grayscale do not apply to one-channel images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import kornia.augmentation as K
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class ViewSpec:
+    """One view's augmentation recipe (probabilities and strengths)."""
+
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    flip: float = 0.5
+    jitter: float = 0.8                # probability of colour jitter
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale: float = 0.2
+    blur: float = 0.0                  # probability of Gaussian blur
+    solarize: float = 0.0              # probability of solarization
+
+
+def preset(name: str, size: int, channels: int, strength: float = 1.0,
+           min_scale: float | None = None) -> list[ViewSpec]:
+    """The two view recipes of a method family, sized to the images.
+
+    ``simclr``: two identical views (Chen et al. 2020). ``byol``: asymmetric views, blur 1.0/0.1
+    and solarize 0.0/0.2 (Grill et al. 2020). Small images (< 64 px) get no blur and a larger
+    minimum crop; ``strength`` scales the colour jitter."""
+    small = size < 64
+    scale = (min_scale if min_scale is not None else (0.2 if small else 0.08), 1.0)
+    color = channels == 3
+    base = dict(crop_scale=scale, brightness=0.4 * strength, contrast=0.4 * strength,
+                saturation=0.2 * strength if color else 0.0, hue=0.1 * strength if color else 0.0,
+                grayscale=0.2 if color else 0.0)
+    if name == "simclr":
+        blur = 0.0 if small else 0.5
+        return [ViewSpec(**base, blur=blur), ViewSpec(**base, blur=blur)]
+    if name == "byol":
+        return [ViewSpec(**base, blur=0.0 if small else 1.0, solarize=0.0),
+                ViewSpec(**base, blur=0.0 if small else 0.1, solarize=0.2)]
+    raise ValueError(f"unknown augmentation preset {name!r}; choose simclr or byol")
+
+
+def _pipeline(spec: ViewSpec, size: int, channels: int) -> nn.Module:
+    ops: list[nn.Module] = [
+        K.RandomResizedCrop((size, size), scale=spec.crop_scale, cropping_mode="resample"),
+        K.RandomHorizontalFlip(p=spec.flip),
+    ]
+    if spec.jitter > 0 and (spec.brightness or spec.contrast or spec.saturation or spec.hue):
+        ops.append(K.ColorJitter(spec.brightness, spec.contrast, spec.saturation, spec.hue, p=spec.jitter))
+    if channels == 3 and spec.grayscale > 0:
+        ops.append(K.RandomGrayscale(p=spec.grayscale))
+    if spec.blur > 0:
+        k = max(3, int(0.1 * size) // 2 * 2 + 1)
+        ops.append(K.RandomGaussianBlur((k, k), (0.1, 2.0), p=spec.blur))
+    if spec.solarize > 0:
+        ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=spec.solarize))
+    return nn.Sequential(*ops)
+
+
+class ViewGenerator(nn.Module):
+    """uint8 [B, C, H, W] -> list of float [B, C, size, size] views in [0, 1]."""
+
+    def __init__(self, specs: list[ViewSpec], size: int, channels: int):
+        super().__init__()
+        self.specs = specs
+        self.size = size
+        self.views = nn.ModuleList(_pipeline(s, size, channels) for s in specs)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> list[Tensor]:
+        x = images.float().div_(255)
+        return [v(x).clamp_(0, 1).contiguous() for v in self.views]
+
+    def describe(self) -> list[dict]:
+        return [asdict(s) for s in self.specs]

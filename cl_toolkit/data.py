@@ -1,0 +1,109 @@
+"""Data sets: image records decoded once into a uint8 tensor [N, C, H, W].
+
+Images are decoded, converted to the channel count the encoder wants and resized (shorter
+side, then centre crop) to a fixed square size. Small and medium data sets (the CPU case) fit
+in memory many times over as uint8, so batches are plain tensor indexing and the augmentation
+runs batched on the training device (see ``augment``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .io import ImageSource, InputError, read_images
+
+
+@dataclass
+class ImageData:
+    """Decoded images plus their records. ``labels`` are class indices into ``classes``
+    (or -1 where a record has none)."""
+
+    images: torch.Tensor          # uint8 [N, C, H, W]
+    records: list[dict]
+    classes: list[str]
+    labels: torch.Tensor          # int64 [N]
+    source: str
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def ids(self) -> list[str]:
+        return [r["id"] for r in self.records]
+
+    @property
+    def has_labels(self) -> bool:
+        return bool((self.labels >= 0).all()) and len(self.classes) > 0
+
+
+def _resize_square(img: Image.Image, size: int) -> Image.Image:
+    w, h = img.size
+    if (w, h) == (size, size):
+        return img
+    scale = size / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def probe_image(src: ImageSource) -> tuple[int, int]:
+    """(channels, size) of the first image: 1 for grayscale, else 3; size = shorter side."""
+    if src.array is not None:
+        return 1, int(min(src.array.shape[1:3]))
+    rec = src.records[0]
+    with _open(rec, src) as img:
+        return (1 if img.mode in ("L", "1", "I;16", "I") else 3), min(img.size)
+
+
+def _open(rec: dict, src: ImageSource) -> Image.Image:
+    try:
+        img = Image.open(rec["image"])
+        img.load()
+        return img
+    except (UnidentifiedImageError, OSError) as e:
+        where = rec.get("_src", src.name)
+        line = rec.get("_line")
+        msg = f"unreadable image {rec['image']} ({type(e).__name__})"
+        if line is None:
+            raise InputError(msg, rec["image"]) from None
+        raise InputError(msg, where, line, "image") from None
+
+
+def decode(src: ImageSource, channels: int, size: int,
+           progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Decode every record of ``src`` to uint8 [N, channels, size, size]."""
+    out = torch.empty((len(src), channels, size, size), dtype=torch.uint8)
+    mode = "L" if channels == 1 else "RGB"
+    for i, rec in enumerate(src.records):
+        if src.array is not None:
+            img = Image.fromarray(src.array[rec["index"]])
+        else:
+            img = _open(rec, src)
+        img = _resize_square(img.convert(mode), size)
+        arr = np.asarray(img, dtype=np.uint8)
+        out[i] = torch.from_numpy(arr.reshape(size, size, channels).copy()).permute(2, 0, 1)
+        if progress is not None:
+            progress(1)
+    return out
+
+
+def load_images(spec: str, channels: int | None = None, size: int | None = None,
+                classes: list[str] | None = None,
+                progress: Callable[[int], None] | None = None) -> ImageData:
+    """Read and decode an image data set. ``channels``/``size`` default to those of the first
+    image. ``classes`` fixes the label order (e.g. the bank's classes for a query set)."""
+    src = read_images(spec)
+    c0, s0 = probe_image(src)
+    channels, size = channels or c0, size or s0
+    images = decode(src, channels, size, progress)
+    classes = list(classes) if classes is not None else list(src.classes)
+    index = {c: i for i, c in enumerate(classes)}
+    labels = torch.tensor([index.get(str(r["label"]), -1) if "label" in r else -1 for r in src.records],
+                          dtype=torch.long)
+    return ImageData(images, src.records, classes, labels, src.name)
