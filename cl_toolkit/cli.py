@@ -1,0 +1,251 @@
+"""The ``cltk`` command line: parse, call the library, print JSON. Nothing else lives here.
+
+Exit codes: 0 success, 1 failure inside the work, 2 bad usage or bad input (one line on
+stderr), 130 interrupted (a checkpoint was written; continue with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .io import InputError
+
+app = typer.Typer(
+    name="cltk",
+    help="Contrastive-learning toolkit: learn embeddings from pairs of views without labels, then "
+         "embed, index, match and evaluate.\n\nExample:\n\n"
+         "  cltk pretrain --method byol --data fashion-mnist:train --out runs/byol --minutes 10\n\n"
+         "  cltk eval knn --model runs/byol --bank fashion-mnist:train --query fashion-mnist:test",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]})
+eval_app = typer.Typer(help="Evaluate embeddings or models; JSON on stdout.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(msg: str, code: int) -> None:
+    sys.stderr.write(f"cltk: error: {msg}\n")
+    sys.exit(code)
+
+
+@contextmanager
+def _progress(total: int, label: str, quiet: bool):
+    """A rich progress bar on stderr when it is a terminal; yields an ``advance(n)`` function."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as p:
+        task = p.add_task(label, total=total)
+        yield lambda n: p.advance(task, n)
+
+
+def _parse_sets(sets: list[str]) -> dict:
+    """``--set key=value`` pairs: values are JSON where they parse, else strings."""
+    out: dict = {}
+    for kv in sets:
+        k, eq, v = kv.partition("=")
+        if not eq or not k:
+            raise InputError(f"--set expects KEY=VALUE, got {kv!r}")
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+# ---------------------------------------------------------------- pretrain
+
+@app.command()
+def pretrain(
+    method: Annotated[Optional[str], typer.Option(help="Method name (see `cltk methods`). Default: byol.")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Image folder, JSONL of image records, or fashion-mnist:train.")] = None,
+    out: Annotated[Path, typer.Option(help="Run dir to create (or continue with --resume).")] = Path("runs/run"),
+    encoder: Annotated[Optional[str], typer.Option(help="Encoder name (see `cltk encoders`). Default by image size.")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Train for N epochs (default 100 unless --minutes).")] = None,
+    minutes: Annotated[Optional[float], typer.Option(help="Train for M minutes of training time instead.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per batch (each gives two views).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adamw | lars | sgd.")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Resize images to this square size.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto | fp32 | bf16 | fp16.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="Write checkpoints/last.pt every N steps.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file with any of these settings.")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Any config or method setting, KEY=VALUE (repeatable), "
+                                            "e.g. --set temperature=0.1 --set 'encoder_args={\"width\":64}'.")] = [],  # noqa: B006
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing run dir.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Self-supervised pretraining; writes a run dir (config, env, metrics, checkpoints, encoder/)
+    and prints a JSON summary.
+
+    Example: cltk pretrain --method byol --data fashion-mnist:train --out runs/byol --minutes 10
+    """
+    from .methods import get_method
+    from .train import TrainConfig, pretrain as run_pretrain, resolve_config
+
+    if not resume and not data:
+        raise InputError("--data is required (an image folder, a JSONL file or fashion-mnist:train)")
+    overrides = dict(method=method, data=data, out=str(out), encoder=encoder, epochs=epochs, minutes=minutes,
+                     batch_size=batch_size, lr=lr, optimizer=optimizer, image_size=image_size, seed=seed,
+                     device=device, precision=precision, threads=threads, checkpoint_every=checkpoint_every)
+    extra = _parse_sets(set_)
+    get_method(method or "byol")
+    known = set(TrainConfig.__dataclass_fields__)
+    overrides.update({k: v for k, v in extra.items() if k in known})
+    mcfg = {k: v for k, v in extra.items() if k not in known}
+    if mcfg:
+        overrides["method_config"] = mcfg
+    if resume:
+        cfg = TrainConfig(out=str(out), epochs=epochs, minutes=minutes)
+    else:
+        cfg = resolve_config(overrides, str(config) if config else None)
+    summary = run_pretrain(cfg, resume=resume, force=force, quiet=quiet)
+    _print_json(summary)
+    if summary.get("interrupted"):
+        sys.stderr.write(f"cltk: interrupted at step {summary['steps']}; checkpoint written. "
+                         f"Continue with: cltk pretrain --out {out} --resume\n")
+        raise typer.Exit(130)
+
+
+# ---------------------------------------------------------------- embed
+
+@app.command()
+def embed(
+    model: Annotated[str, typer.Argument(help="Run dir or encoder/ folder.")],
+    input: Annotated[str, typer.Option("--input", "-i", help="Image folder, JSONL of image records (- for stdin), "
+                                       "or fashion-mnist:test.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Embeddings folder to write; - for JSONL on stdout.")],
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 512,
+    normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = True,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output folder.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Turn images into an embeddings folder (embeddings.npy, meta.jsonl, info.json).
+
+    Example: cltk embed runs/byol --input data_samples/images.jsonl --out emb/samples
+    """
+    from .embed import embed as run_embed
+    from .io import check_output, write_jsonl
+    from .train import resolve_device
+
+    if out != "-":
+        check_output(out, force)
+    dev = resolve_device(device)
+    with _progress(0, "embed", quiet) as advance:
+        emb, data, info = run_embed(model, input, None if out == "-" else out, batch_size, normalize, dev,
+                                    force, advance)
+    if out == "-":
+        from .embed import _meta
+
+        write_jsonl(sys.stdout, ({**_meta(r), "embedding": [round(float(x), 6) for x in e]}
+                                 for r, e in zip(data.records, emb)))
+    else:
+        _print_json({"out": out, **info})
+
+
+# ---------------------------------------------------------------- eval
+
+@eval_app.command("knn")
+def eval_knn(
+    bank: Annotated[str, typer.Option(help="Embeddings folder, or with --model a labelled image data set.")],
+    query: Annotated[str, typer.Option(help="Embeddings folder, or with --model a labelled image data set.")],
+    model: Annotated[Optional[str], typer.Option(help="Run dir or encoder folder to embed --bank/--query with.")] = None,
+    k: Annotated[int, typer.Option(help="Neighbours that vote.")] = 20,
+    temperature: Annotated[float, typer.Option(help="Vote weight exp(sim / temperature).")] = 0.07,
+    center: Annotated[bool, typer.Option(help="Subtract the bank mean before normalising.")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+) -> None:
+    """Weighted kNN accuracy (k=20, t=0.07, cosine) of labelled queries against a labelled bank.
+
+    Example: cltk eval knn --model runs/byol --bank fashion-mnist:train --query fashion-mnist:test
+    """
+    from .embed import embed as run_embed, read_embeddings
+    from .eval import knn_accuracy, label_ids
+    from .io import public
+    from .train import resolve_device
+
+    if model:
+        dev = resolve_device(device)
+        b, bdata, _ = run_embed(model, bank, device=dev)
+        q, qdata, _ = run_embed(model, query, device=dev)
+        bmeta, qmeta = [public(r) for r in bdata.records], [public(r) for r in qdata.records]
+    else:
+        b, bmeta, binfo = read_embeddings(bank)
+        q, qmeta, qinfo = read_embeddings(query)
+        if b.shape[1] != q.shape[1]:
+            raise InputError(f"bank has dimension {b.shape[1]} but query has {q.shape[1]}", query)
+    bl, ql, _ = label_ids(bmeta, qmeta)
+    res = knn_accuracy(b, bl, q, ql, k=k, temperature=temperature, center=center)
+    _print_json({"eval": "knn", "bank": bank, "query": query, "model": model, **res})
+
+
+# ---------------------------------------------------------------- listings
+
+@app.command()
+def methods(as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """List the pretraining methods with a one-line description and the paper."""
+    from .methods import METHODS, _load_all
+
+    _load_all()
+    rows = [{"name": m.name, "description": m.description, "paper": m.paper} for m in METHODS.values()]
+    if as_json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            typer.echo(f"{r['name']:<12} {r['description']}  [{r['paper']}]")
+
+
+@app.command()
+def encoders(as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """List the registered encoders."""
+    from .encoders import ENCODERS
+
+    rows = [{"name": e.name, "description": e.description} for e in ENCODERS.values()]
+    if as_json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            typer.echo(f"{r['name']:<16} {r['description']}")
+
+
+def main() -> None:
+    """Entry point: run the app, turning library errors into one line and an exit code."""
+    from .train import TrainingError
+
+    try:
+        rc = app(standalone_mode=False)
+    except InputError as e:
+        _fail(str(e), 2)
+    except TrainingError as e:
+        _fail(str(e), 1)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.stderr.write("cltk: aborted\n")
+        sys.exit(130)
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+    sys.exit(rc if isinstance(rc, int) else 0)
