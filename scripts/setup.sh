@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install everything cltk needs on a fresh machine: Fashion-MNIST (Debian package, for the
+# quickstart and benchmarks) and the Python package with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+if [ -z "${CLTK_FASHION_MNIST:-}" ] && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+    echo "setup: installing Fashion-MNIST (apt-get install dataset-fashion-mnist)" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+
+# pip keeps its wheel cache (~/.cache/pip), so a re-run installs nothing new.
+"$PY" -m pip install --disable-pip-version-check -q -e ".[test]"
+"$PY" -m cl_toolkit --help >/dev/null
+echo "setup: done ($("$PY" -c 'import torch; print("torch", torch.__version__)'))" >&2
