@@ -197,6 +197,116 @@ def eval_knn(
     _print_json({"eval": "knn", "bank": bank, "query": query, "model": model, **res})
 
 
+# ---------------------------------------------------------------- index, match, eval retrieval
+
+@app.command("build-index")
+def build_index(
+    emb: Annotated[str, typer.Argument(help="Embeddings folder (embeddings.npy, meta.jsonl, info.json) or a .npy.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Index folder to write (or extend with --append).")],
+    kind: Annotated[str, typer.Option(help="auto, or any Faiss factory string (Flat, HNSW32, IVF1024,Flat, "
+                                      "OPQ32_128,IVF4096,PQ32, ...).")] = "auto",
+    metric: Annotated[Optional[str], typer.Option(help="ip (cosine: vectors are normalised) or l2. Default: ip, "
+                                                  "or the index's own with --append.")] = None,
+    target_recall: Annotated[float, typer.Option(help="Recall@10 vs exact search the tuned search setting "
+                                                 "must reach.")] = 0.95,
+    max_memory: Annotated[Optional[str], typer.Option(help="Memory budget for the index, e.g. 512M or 4G "
+                                                      "(default: half the RAM); auto compresses to fit.")] = None,
+    append: Annotated[bool, typer.Option(help="Add the vectors to the existing index --out.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for the training sample and the held-out queries.")] = 0,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing index folder.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Build a Faiss index folder (index.faiss, meta.jsonl, info.json): choose the index type,
+    train, add, measure recall@10 against exact search on held-out vectors and tune the search
+    setting to --target-recall; prints the summary as JSON.
+
+    Example: cltk build-index emb/posts --out idx/posts --max-memory 2G
+    """
+    from .embed import read_embeddings
+    from .index import build, check_vectors, describe
+
+    vectors, meta, info = read_embeddings(emb)
+    check_vectors(vectors, meta, emb)
+    with _progress(len(vectors), "build-index", quiet) as advance:
+        res = build(vectors, meta, out, kind=kind, metric=metric, target_recall=target_recall,
+                    max_memory=max_memory, append=append, emb_info={**info, "source": emb}, seed=seed,
+                    progress=advance, force=force)
+    _print_json({"out": out, **describe(res)})
+
+
+@app.command()
+def match(
+    queries: Annotated[str, typer.Argument(help="Embeddings folder, .npy, or JSONL (- for stdin): lines with "
+                                           "'embedding' (cltk embed --out -), or records to embed with --model.")],
+    index: Annotated[str, typer.Option(help="Index folder from cltk build-index.")],
+    model: Annotated[Optional[str], typer.Option(help="Run dir or encoder folder to embed query records with.")] = None,
+    k: Annotated[int, typer.Option(help="Neighbours per query.")] = 10,
+    exclude_self: Annotated[bool, typer.Option(help="Drop a neighbour whose id is the query's id.")] = False,
+    out: Annotated[str, typer.Option("--out", "-o", help="JSONL file to write; - for stdout.")] = "-",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass when embedding.")] = 256,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
+) -> None:
+    """Nearest neighbours of each query in an index: one JSON line per query with its fields and
+    "neighbors": [{"id", "score", ..target fields..}] (score: cosine for ip indexes, squared
+    distance for l2).
+
+    Example: cltk match data_samples/images.jsonl --model runs/byol --index idx/fashion --k 5 --exclude-self
+    """
+    import contextlib
+
+    from .index import check_compatible, load, read_queries
+    from .index import match as run_match
+    from .io import atomic_file, check_output, write_jsonl
+
+    if k < 1:
+        raise InputError(f"--k must be at least 1, got {k}")
+    if out != "-":
+        check_output(out, force)
+    idx, meta, info = load(index)
+    dev = "cpu"
+    if model is not None:
+        from .train import resolve_device
+
+        dev = str(resolve_device(device))
+    q, qmeta, qinfo = read_queries(queries, model, dev, batch_size)
+    check_compatible(info, q.shape[1], qinfo.get("model"))
+    with contextlib.ExitStack() as stack:
+        f = sys.stdout if out == "-" else stack.enter_context(atomic_file(out, force=force))
+        write_jsonl(f, run_match(q, qmeta, idx, meta, info, k=k, exclude_self=exclude_self))
+        f.flush()
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    queries: Annotated[str, typer.Option(help="Query embeddings folder or .npy.")],
+    targets: Annotated[Optional[str], typer.Option(help="Target embeddings folder or .npy (or use --index).")] = None,
+    index: Annotated[Optional[str], typer.Option(help="Search this index folder instead of exact search.")] = None,
+    pairs: Annotated[Optional[str], typer.Option(help="JSONL of relevant pairs: {\"query\": QID, "
+                                                 "\"target\": TID} lines.")] = None,
+    match_field: Annotated[Optional[str], typer.Option(help="Targets sharing the query's value of this field "
+                                                       "(e.g. label) are relevant.")] = None,
+    exclude_self: Annotated[bool, typer.Option(help="Ignore a result with the query's own id.")] = False,
+) -> None:
+    """Retrieval quality of query -> target search (e.g. text -> image): recall@1/5/10 and MRR.
+    Relevant targets: the one with the query's id (default), --pairs, or --match-field.
+
+    Example: cltk eval retrieval --queries emb/captions --targets emb/images
+    """
+    from .embed import read_embeddings
+    from .eval import read_pairs, retrieval_eval
+
+    if (targets is None) == (index is None):
+        raise InputError("give exactly one of --targets (exact search) or --index")
+    if pairs is not None and match_field is not None:
+        raise InputError("give at most one of --pairs and --match-field")
+    q, qmeta, _ = read_embeddings(queries)
+    t, tmeta = (read_embeddings(targets)[:2] if targets is not None else (None, None))
+    res = retrieval_eval(q, qmeta, t, tmeta, index_dir=index, pairs=read_pairs(pairs) if pairs else None,
+                         match_field=match_field, exclude_self=exclude_self)
+    _print_json({"eval": "retrieval", "queries": queries, "targets": targets, **res})
+
+
 # ---------------------------------------------------------------- listings
 
 @app.command()

@@ -61,3 +61,103 @@ def label_ids(bank_meta: list[dict], query_meta: list[dict], where: tuple[str, s
         index.setdefault(str(r["label"]), len(index))
     return ([index[str(r["label"])] for r in bank_meta], [index[str(r["label"])] for r in query_meta],
             list(index))
+
+
+# ---------------------------------------------------------------- retrieval
+
+def relevance(qmeta: list[dict], tmeta: list[dict], ranked: np.ndarray, pairs: dict[str, set[str]] | None = None,
+              match_field: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Which ranked targets are relevant. ``ranked`` [Q, depth] holds target rows (-1 = none).
+    Relevant: by default the target with the query's id; with ``pairs`` (query id -> target ids)
+    the listed targets; with ``match_field`` every target whose field equals the query's.
+    Returns (hits bool [Q, depth], has_relevant bool [Q]: the query has a relevant target at all)."""
+    import json
+
+    valid = ranked >= 0
+    safe = np.where(valid, ranked, 0)
+    if match_field is not None:
+        for name, meta in (("query", qmeta), ("target", tmeta)):
+            missing = next((i for i, r in enumerate(meta, 1) if match_field not in r), None)
+            if missing is not None:
+                raise InputError(f"missing (needed by --match-field) in {name} record {missing}", field=match_field)
+        codes: dict[str, int] = {}
+        tcode = np.array([codes.setdefault(json.dumps(r[match_field]), len(codes)) for r in tmeta])
+        qcode = np.array([codes.get(json.dumps(r[match_field]), -1) for r in qmeta])
+        return (tcode[safe] == qcode[:, None]) & valid, qcode >= 0
+    tids = np.array([str(r["id"]) for r in tmeta], dtype=object)
+    if pairs is None:
+        rel = [{str(r["id"])} for r in qmeta]
+    else:
+        rel = [pairs.get(str(r["id"]), set()) for r in qmeta]
+    known = set(tids.tolist())
+    has = np.array([bool(s & known) for s in rel])
+    hits = np.array([[valid[i, j] and tids[safe[i, j]] in rel[i] for j in range(ranked.shape[1])]
+                     for i in range(len(rel))], dtype=bool).reshape(ranked.shape)
+    return hits, has
+
+
+def retrieval_metrics(hits: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict:
+    """Recall@k (the share of queries with a relevant target among their first k results, the
+    R@K of text-image retrieval papers) and MRR (mean of 1 / rank of the first relevant result,
+    0 when none is within the ranking depth). ``hits`` bool [Q, depth]."""
+    if len(hits) == 0:
+        raise InputError("no query has a relevant target; check the ids, --pairs or --match-field")
+    out = {f"recall@{k}": round(float(hits[:, :k].any(axis=1).mean()), 4) for k in ks}
+    first = hits.argmax(axis=1)
+    rr = np.where(hits.any(axis=1), 1.0 / (first + 1), 0.0)
+    out["mrr"] = round(float(rr.mean()), 4)
+    return out
+
+
+def read_pairs(path: str) -> dict[str, set[str]]:
+    """A JSONL file of ``{"query": QID, "target": TID}`` lines (several lines per query allowed)."""
+    from .io import read_jsonl
+
+    pairs: dict[str, set[str]] = {}
+    for r in read_jsonl(path, required=("query", "target")):
+        pairs.setdefault(str(r["query"]), set()).add(str(r["target"]))
+    return pairs
+
+
+def retrieval_eval(queries: np.ndarray, qmeta: list[dict], targets: np.ndarray | None = None,
+                   tmeta: list[dict] | None = None, *, index_dir: str | None = None,
+                   pairs: dict[str, set[str]] | None = None, match_field: str | None = None,
+                   exclude_self: bool = False, ks: tuple[int, ...] = (1, 5, 10), depth: int = 100) -> dict:
+    """Query -> target retrieval quality: recall@1/5/10 and MRR@``depth``. Targets are searched
+    exactly (cosine similarity, ``faiss.knn``) or through the index folder ``index_dir`` (its
+    metric, tuned parameters and meta). ``exclude_self`` drops a result with the query's own id
+    (for queries that are also targets). Queries without any relevant target are left out and
+    counted in ``n_without_relevant``."""
+    import faiss
+
+    from .index import check_vectors, load, prepare, search
+
+    check_vectors(queries, qmeta, "queries")
+    if index_dir is not None:
+        index, tmeta, info = load(index_dir)
+        if queries.shape[1] != info["dim"]:
+            raise InputError(f"queries have dimension {queries.shape[1]} but the index has {info['dim']}", index_dir)
+        kk = min(depth + exclude_self, index.ntotal)
+        _, ranked = search(index, queries, kk, info.get("normalized", False))
+        how = {"index": index_dir, "factory": info["factory"], "metric": info["metric"]}
+    else:
+        assert targets is not None and tmeta is not None
+        check_vectors(targets, tmeta, "targets")
+        if targets.shape[1] != queries.shape[1]:
+            raise InputError(f"queries have dimension {queries.shape[1]} but targets have {targets.shape[1]}")
+        kk = min(depth + exclude_self, len(targets))
+        _, ranked = faiss.knn(prepare(queries, True), prepare(targets, True), kk,
+                              metric=faiss.METRIC_INNER_PRODUCT)
+        how = {"search": "exact", "metric": "cosine"}
+    if exclude_self:
+        tids = np.array([str(r["id"]) for r in tmeta], dtype=object)
+        qids = np.array([str(r["id"]) for r in qmeta], dtype=object)
+        self_ = (tids[np.where(ranked >= 0, ranked, 0)] == qids[:, None]) & (ranked >= 0)
+        ranked = np.take_along_axis(ranked, np.argsort(self_, axis=1, kind="stable"), axis=1)
+        ranked = np.where(np.sort(self_, axis=1), -1, ranked)[:, :depth]
+    hits, has = relevance(qmeta, tmeta, ranked, pairs, match_field)
+    res = retrieval_metrics(hits[has], ks)
+    relevant_by = "pairs" if pairs is not None else (f"same {match_field}" if match_field else "same id")
+    return {**res, "mrr_depth": int(ranked.shape[1]), "n_query": int(has.sum()),
+            "n_without_relevant": int((~has).sum()), "n_target": len(tmeta), "relevant": relevant_by,
+            "exclude_self": exclude_self, **how}
