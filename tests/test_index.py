@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from cl_toolkit import index as ix
-from cl_toolkit.embed import write_embeddings
+from cl_toolkit.embed import read_embeddings, write_embeddings
+from cl_toolkit.eval import read_pairs, retrieval_eval
 from cl_toolkit.io import InputError
 
 
@@ -125,12 +126,12 @@ def test_recall_in_info_agrees_with_an_independent_recount(tmp_path, kind):
 
 
 def test_tune_reports_a_missed_target():
-    x = unit(clustered(4000, 16))
-    index = ix.make_index("IVF32,PQ2", 16, "ip")
+    x = unit(clustered(2500, 16))
+    index = ix.make_index("IVF32,PQ2x4", 16, "ip")
     index.train(x)
-    index.add(x[:3500])
-    truth = top_k(x[3500:] @ x[:3500].T, 10)
-    res = ix.tune(index, x[3500:], truth, target=0.99)
+    index.add(x[:2000])
+    truth = top_k(x[2000:] @ x[:2000].T, 10)
+    res = ix.tune(index, x[2000:], truth, target=0.99)
     assert not res["target_met"] and res["recall"] < 0.99 and res["params"]["nprobe"] == 32
 
 
@@ -185,16 +186,20 @@ def test_build_index_cli_append_and_refusals(tmp_path, cli):
     assert meta[rows[0, 0]]["id"] == "b200"
 
     before = digest(idx)
+    r = cli("build-index", emb_folder(tmp_path / "c", clustered(50, 8), "c"), "--out", idx, "--append")
+    one_line_error(r, "dimension 16", "8")
+    assert digest(idx) == before                         # the refused append left the index untouched
     cases = [
-        (emb_folder(tmp_path / "c", clustered(50, 8), "c"), [], ["dimension 16", "8"]),
-        (emb_folder(tmp_path / "d", clustered(50, 16), "d", model="runs/other"), [], ["model"]),
-        (b, [], ["already in the index"]),
-        (emb_folder(tmp_path / "e", clustered(50, 16), "e"), ["--metric", "l2"], ["metric"]),
+        (clustered(50, 16), "runs/other", {}, "model"),
+        (x[1000:1050], "runs/m", {}, "already in the index"),
+        (clustered(50, 16), "runs/m", {"metric": "l2"}, "metric"),
     ]
-    for src, extra, words in cases:
-        r = cli("build-index", src, "--out", idx, "--append", *extra)
-        one_line_error(r, *words)
-        assert digest(idx) == before                     # the refused append left the index untouched
+    for vecs, model, kw, words in cases:
+        meta = [{"id": f"b{i}"} for i in range(len(vecs))] if "already" in words else \
+            [{"id": f"n{i}"} for i in range(len(vecs))]
+        with pytest.raises(InputError, match=words):
+            ix.build(vecs, meta, idx, append=True, emb_info={"model": model}, **kw)
+        assert digest(idx) == before
 
 
 def test_append_remeasures_recall_of_an_ivf_index(tmp_path):
@@ -212,24 +217,32 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, cli):
     nan[7, 3] = np.nan
     np.save(tmp_path / "nan.npy", nan)
     one_line_error(cli("build-index", tmp_path / "nan.npy", "--out", tmp_path / "i1"), "NaN", "row 7")
-    inf = emb_folder(tmp_path / "inf", np.where(np.arange(100)[:, None] == 3, np.inf, good).astype(np.float32))
-    one_line_error(cli("build-index", inf, "--out", tmp_path / "i1"), "id 'v3'")
-    np.save(tmp_path / "empty.npy", np.zeros((0, 8), np.float32))
-    one_line_error(cli("build-index", tmp_path / "empty.npy", "--out", tmp_path / "i1"), "non-empty")
+    ok = emb_folder(tmp_path / "ok", good)
+    one_line_error(cli("build-index", ok, "--out", tmp_path / "i1", "--kind", "IVF12,Bogus"), "factory", "IVF12,Bogus")
+    assert not (tmp_path / "i1").exists()
+    ids = [{"id": f"v{i}"} for i in range(100)]
+    library_cases = [
+        (lambda: ix.build(np.where(np.arange(100)[:, None] == 3, np.inf, good), ids, tmp_path / "i1"), "id 'v3'"),
+        (lambda: ix.build(np.zeros((0, 8), np.float32), [], tmp_path / "i1"), "non-empty"),
+        (lambda: ix.build(good, ids[:99], tmp_path / "i1"), "99 ids for 100 vectors"),
+        (lambda: ix.build(good, ids, tmp_path / "i1", kind="IVF4096,Flat"), "cannot train"),
+        (lambda: ix.load(tmp_path / "nothing"), "not an index folder"),
+    ]
+    for call, words in library_cases:
+        with pytest.raises(InputError, match=words):
+            call()
+    assert not (tmp_path / "i1").exists()
     short = emb_folder(tmp_path / "short", good)
     lines = (short / "meta.jsonl").read_text().splitlines()
     (short / "meta.jsonl").write_text("\n".join(lines[:-1]) + "\n")
-    one_line_error(cli("build-index", short, "--out", tmp_path / "i1"), "99 ids for 100 vectors")
-    ok = emb_folder(tmp_path / "ok", good)
-    one_line_error(cli("build-index", ok, "--out", tmp_path / "i1", "--kind", "IVF12,Bogus"), "factory", "IVF12,Bogus")
-    one_line_error(cli("build-index", ok, "--out", tmp_path / "i1", "--kind", "IVF4096,Flat"), "cannot train")
-    assert not (tmp_path / "i1").exists()
+    with pytest.raises(InputError, match="99 ids for 100 vectors"):
+        read_embeddings(short)
     assert cli("build-index", ok, "--out", tmp_path / "i1").returncode == 0
     one_line_error(cli("build-index", ok, "--out", tmp_path / "i1"), "already exists")
     (tmp_path / "i1" / "index.faiss").write_bytes(b"\x00garbage" * 10)
     one_line_error(cli("match", ok, "--index", tmp_path / "i1"), "corrupt")
-    one_line_error(cli("build-index", ok, "--out", tmp_path / "i1", "--append"), "corrupt")
-    one_line_error(cli("match", ok, "--index", tmp_path / "nothing"), "not an index folder")
+    with pytest.raises(InputError, match="corrupt"):
+        ix.build(good, [{"id": f"n{i}"} for i in range(100)], tmp_path / "i1", append=True)
 
 
 # ---------------------------------------------------------------- eval retrieval
@@ -252,20 +265,24 @@ def test_eval_retrieval_matches_a_numpy_count(tmp_path, cli):
     assert {k: res[k] for k in want} == want and res["n_query"] == 400 and want["recall@1"] < 1
 
     idx = tmp_path / "idx"
-    assert cli("build-index", tt, "--out", idx, "--kind", "Flat").returncode == 0
-    res_idx = json.loads(cli("eval", "retrieval", "--queries", tq, "--index", idx).stdout)
+    tmeta = [{"id": f"x{i}", "label": labels[i]} for i in range(400)]
+    ix.build(targets, tmeta, idx, kind="Flat")
+    res_idx = retrieval_eval(queries, tmeta, index_dir=str(idx))
     assert {k: res_idx[k] for k in want} == want
 
     # same label = relevant
     same = np.array(labels)[ranks] == np.array(labels)[:, None]
-    r = json.loads(cli("eval", "retrieval", "--queries", tq, "--targets", tt, "--match-field", "label").stdout)
+    r = retrieval_eval(queries, tmeta, targets, tmeta, match_field="label")
     assert r["recall@1"] == round(float(same[:, 0].mean()), 4)
+    r = retrieval_eval(queries, tmeta, targets, tmeta, match_field="label", exclude_self=True)
+    first_other = [next(j for j in ranks[i] if j != i) for i in range(400)]
+    assert r["recall@1"] == round(float(np.mean([labels[j] == labels[i] for i, j in enumerate(first_other)])), 4)
 
     # explicit pairs: query x<i> -> target x<(i+1) % 400>; queries without a pair are left out
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"query": f"x{i}", "target": f"x{(i + 1) % 400}"}) + "\n"
                              for i in range(0, 400, 2)))
-    r = json.loads(cli("eval", "retrieval", "--queries", tq, "--targets", tt, "--pairs", pairs).stdout)
+    r = retrieval_eval(queries, tmeta, targets, tmeta, pairs=read_pairs(str(pairs)))
     pos = np.argmax(ranks[::2] == ((np.arange(0, 400, 2) + 1) % 400)[:, None], axis=1)
     assert r["n_query"] == 200 and r["n_without_relevant"] == 200
     assert r["recall@10"] == round(float((pos < 10).mean()), 4)
