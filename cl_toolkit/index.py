@@ -12,9 +12,10 @@ compared with exact ``IndexFlat`` search over the same rows (recall@10 = share o
 10 found). The knob (``nprobe`` for IVF, ``efSearch`` for HNSW, and ``k_factor_rf`` for a
 refining index) is swept upwards and bisected to the smallest value whose recall reaches the
 target with margin (mean minus two standard errors over the queries, so that other queries from
-the same distribution reach it too), and the fastest such setting is kept. Then the held-out rows are added as the *last* ``nq`` rows
-of the index, so the final index holds every vector and the measurement is reproducible: the
-held-out rows are the last ``recall.queries`` rows of ``meta.jsonl``.
+the same distribution reach it too), and the fastest such setting is kept. Then the held-out
+rows are added as the *last* ``nq`` rows of the index, so the final index holds every vector and
+the measurement is reproducible: the held-out rows are the last ``recall.queries`` rows of
+``meta.jsonl``.
 """
 
 from __future__ import annotations
@@ -443,10 +444,11 @@ def build(emb: np.ndarray, meta: list[dict], out: str | os.PathLike, *, kind: st
     budget = parse_memory(max_memory) if max_memory is not None else default_memory()
     factory = choose_factory(n, d, metric, budget) if kind == "auto" else kind
     index = make_index(factory, d, metric)
-    x = prepare(emb, metric == "ip")
     nq = _n_queries(n)
     held = np.sort(rng.choice(n, nq, replace=False)) if nq else np.zeros(0, np.int64)
     order = np.concatenate([np.setdiff1d(np.arange(n), held), held])
+    x = prepare(emb, metric == "ip")[order]               # index row order: the held-out rows last
+    base, queries = x[:n - nq], x[n - nq:]
 
     t0 = time.time()
     gpu, train_n = _gpu(index), 0
@@ -461,17 +463,15 @@ def build(emb: np.ndarray, meta: list[dict], out: str | os.PathLike, *, kind: st
         del sample
     t_train = time.time() - t0
     t0 = time.time()
-    base = x[order[:n - nq]]
     _add(work, base, progress)
     if gpu is not None:
         index = faiss.index_gpu_to_cpu(gpu)
     t_add = time.time() - t0
 
     t0 = time.time()
-    recall = _measure(index, base, x[held], metric, target_recall)
-    del base
+    recall = _measure(index, base, queries, metric, target_recall)
     t_tune = time.time() - t0
-    _add(index, x[held], progress)
+    _add(index, queries, progress)
     info = {
         "format": FORMAT, "factory": factory, "kind": kind, "metric": metric, "normalized": metric == "ip",
         "dim": d, "count": int(index.ntotal), "model": model, "model_given": emb_info.get("model"),
