@@ -70,10 +70,12 @@ def _parse_sets(sets: list[str]) -> dict:
 
 @app.command()
 def pretrain(
+    out: Annotated[Path, typer.Option(help="Run dir to create (or continue with --resume).")],
+    data: Annotated[Optional[str], typer.Option(
+        help="Image folder, JSONL of image records, or fashion-mnist:train.")] = None,
     method: Annotated[Optional[str], typer.Option(help="Method name (see `cltk methods`). Default: byol.")] = None,
-    data: Annotated[Optional[str], typer.Option(help="Image folder, JSONL of image records, or fashion-mnist:train.")] = None,
-    out: Annotated[Path, typer.Option(help="Run dir to create (or continue with --resume).")] = Path("runs/run"),
-    encoder: Annotated[Optional[str], typer.Option(help="Encoder name (see `cltk encoders`). Default by image size.")] = None,
+    encoder: Annotated[Optional[str], typer.Option(
+        help="Encoder name (see `cltk encoders`). Default by image size.")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Train for N epochs (default 100 unless --minutes).")] = None,
     minutes: Annotated[Optional[float], typer.Option(help="Train for M minutes of training time instead.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per batch (each gives two views).")] = None,
@@ -98,7 +100,8 @@ def pretrain(
     Example: cltk pretrain --method byol --data fashion-mnist:train --out runs/byol --minutes 10
     """
     from .methods import get_method
-    from .train import TrainConfig, pretrain as run_pretrain, resolve_config
+    from .train import TrainConfig, resolve_config
+    from .train import pretrain as run_pretrain
 
     if not resume and not data:
         raise InputError("--data is required (an image folder, a JSONL file or fashion-mnist:train)")
@@ -167,7 +170,8 @@ def embed(
 def eval_knn(
     bank: Annotated[str, typer.Option(help="Embeddings folder, or with --model a labelled image data set.")],
     query: Annotated[str, typer.Option(help="Embeddings folder, or with --model a labelled image data set.")],
-    model: Annotated[Optional[str], typer.Option(help="Run dir or encoder folder to embed --bank/--query with.")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help="Run dir or encoder folder to embed --bank/--query with.")] = None,
     k: Annotated[int, typer.Option(help="Neighbours that vote.")] = 20,
     temperature: Annotated[float, typer.Option(help="Vote weight exp(sim / temperature).")] = 0.07,
     center: Annotated[bool, typer.Option(help="Subtract the bank mean before normalising.")] = False,
@@ -177,7 +181,8 @@ def eval_knn(
 
     Example: cltk eval knn --model runs/byol --bank fashion-mnist:train --query fashion-mnist:test
     """
-    from .embed import embed as run_embed, read_embeddings
+    from .embed import embed as run_embed
+    from .embed import read_embeddings
     from .eval import knn_accuracy, label_ids
     from .io import public
     from .train import resolve_device

@@ -64,7 +64,7 @@ class ConvNet(nn.Module):
         c = in_channels
         for s in range(stages):
             w = width * 2**s
-            for d in range(depth):
+            for _ in range(depth):
                 layers.append(_conv_bn(c, w))
                 c = w
             if s < stages - 1:

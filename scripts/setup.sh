@@ -13,7 +13,12 @@ if [ -z "${CLTK_FASHION_MNIST:-}" ] && [ ! -f /usr/share/datasets/fashion-mnist/
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
 fi
 
-# pip keeps its wheel cache (~/.cache/pip), so a re-run installs nothing new.
-"$PY" -m pip install --disable-pip-version-check -q -e ".[test]"
+# pip keeps its wheel cache (~/.cache/pip), so a re-run installs nothing new. With setuptools
+# already present, skip pip's isolated build environment (it fetches setuptools again each time).
+ISOLATION=""
+if "$PY" -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 68)" 2>/dev/null; then
+    ISOLATION="--no-build-isolation"
+fi
+"$PY" -m pip install --disable-pip-version-check -q $ISOLATION -e ".[test]"
 "$PY" -m cl_toolkit --help >/dev/null
 echo "setup: done ($("$PY" -c 'import torch; print("torch", torch.__version__)'))" >&2
