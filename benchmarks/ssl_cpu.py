@@ -71,14 +71,18 @@ def main() -> None:
 
     marks = [float(m) for m in args.marks.split(",") if m]
     curve: list[dict] = []
+    clock = {"start": 0.0, "eval": 0.0}
 
     def monitor(encoder, state) -> dict:
         t0 = time.perf_counter()
         bank = embed_images(encoder, train.images, normalize=False)
         query = embed_images(encoder, test.images, normalize=False)
-        row = {"minutes": round(state.elapsed / 60, 2), "step": state.step, "epoch": state.epoch,
+        wall = (t0 - clock["start"] - clock["eval"]) / 60
+        row = {"minutes": round(state.elapsed / 60, 2), "wall_minutes": round(wall, 2), "step": state.step,
+               "epoch": state.epoch,
                "images_per_s": round(state.images / max(state.elapsed, 1e-9), 1),
                **knn(bank, train.labels, query, test.labels), "eval_seconds": round(time.perf_counter() - t0, 1)}
+        clock["eval"] += time.perf_counter() - t0
         curve.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
         return row
@@ -96,6 +100,7 @@ def main() -> None:
             query = embed_images(enc, test.images, normalize=False)
             result["untrained_encoder"] = knn(bank, train.labels, query, test.labels)
             print(json.dumps({k: result[k] for k in ("raw_pixels", "untrained_encoder")}), file=sys.stderr)
+        clock["start"] = time.perf_counter()
         summary = pretrain(cfg, data=train, quiet=True, monitor=monitor, monitor_every=args.every,
                            monitor_minutes=marks)
         result["config"] = json.loads(Path(run, "config.json").read_text())

@@ -77,9 +77,10 @@ class ConvNet(nn.Module):
         return self.pool(self.features(x)).flatten(1)
 
 
-@register_encoder("convnet-small", "6-layer VGG-style convnet (32-64-128), fast on a CPU at 28-64 px")
+@register_encoder("convnet-small", "6-layer VGG-style convnet (32-64-128), 2x2 pooled (512-d); fast on a CPU "
+                  "at 28-64 px")
 def convnet_small(in_channels: int, image_size: int, width: int = 32, stages: int = 3, depth: int = 2,
-                  pool: int = 1) -> nn.Module:
+                  pool: int = 2) -> nn.Module:
     return ConvNet(in_channels, width, stages, depth, pool)
 
 
@@ -132,6 +133,20 @@ class ImageEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone((x - self.mean) / self.std)
+
+
+def encoder_args(name: str, args: dict) -> dict:
+    """``args`` completed with the factory's defaults, so run configs record every setting."""
+    import inspect
+
+    if name not in ENCODERS:
+        raise InputError(f"unknown encoder {name!r}; known: {', '.join(sorted(ENCODERS))}")
+    params = list(inspect.signature(ENCODERS[name].factory).parameters.values())[2:]
+    unknown = set(args) - {p.name for p in params}
+    if unknown:
+        raise InputError(f"unknown argument(s) {sorted(unknown)} for encoder {name!r}; "
+                         f"known: {[p.name for p in params]}")
+    return {p.name: args.get(p.name, p.default) for p in params}
 
 
 def create_encoder(name: str, in_channels: int, image_size: int, mean: Any = 0.5, std: Any = 0.25,

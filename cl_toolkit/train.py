@@ -34,7 +34,7 @@ from torch import nn
 from . import __version__, collapse
 from .augment import ViewGenerator, preset
 from .data import ImageData, load_images
-from .encoders import create_encoder, default_encoder, save_encoder
+from .encoders import create_encoder, default_encoder, encoder_args, save_encoder
 from .io import InputError, atomic_file, write_json
 from .methods import get_method, make_config
 
@@ -303,6 +303,7 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
         cfg.batch_size = len(data)
     cfg.channels, cfg.image_size = data.images.shape[1], data.images.shape[2]
     cfg.encoder = cfg.encoder or default_encoder(cfg.image_size)
+    cfg.encoder_args = encoder_args(cfg.encoder, cfg.encoder_args)
     h = data_hash(data)
     if resume and cfg.data_hash and cfg.data_hash != h:
         raise InputError(f"data changed since the run started (hash {h} != {cfg.data_hash})", cfg.data)
@@ -368,6 +369,7 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
     old_handler = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
     model.train()
     t_log, img_log = time.perf_counter(), 0
+    t_mark = t_log
     try:
         while True:
             progress = _progress(state, cfg, total)
@@ -379,7 +381,6 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
                 perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + state.epoch))
                 perm_epoch = state.epoch
             idx = perm[state.pos * cfg.batch_size:(state.pos + 1) * cfg.batch_size]
-            t0 = time.perf_counter()
             lr = lr_at(cfg, progress)
             for grp in opt.param_groups:
                 grp["lr"] = lr
@@ -403,7 +404,6 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
             state.pos += 1
             state.images += len(idx)
             img_log += len(idx)
-            state.elapsed += time.perf_counter() - t0
             bar.update(state, loss.item())
             if state.step % cfg.log_every == 0 or state.step == total:
                 now = time.perf_counter()
@@ -415,12 +415,16 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
                 t_log, img_log = time.perf_counter(), 0
             if state.step % cfg.checkpoint_every == 0:
                 checkpoint()
-            if monitor is not None and monitor_every and state.step % monitor_every == 0:
-                run_monitor()
+            now = time.perf_counter()
+            state.elapsed += now - t_mark  # wall-clock training time, checkpoints and logging included
+            t_mark = now
+            due = monitor is not None and monitor_every and state.step % monitor_every == 0
             while monitor is not None and pending_marks and state.elapsed >= pending_marks[0] * 60:
                 pending_marks.pop(0)
+                due = True
+            if due:  # evaluation time is not training time
                 run_monitor()
-                t_log, img_log = time.perf_counter(), 0
+                t_log, img_log, t_mark = time.perf_counter(), 0, time.perf_counter()
     finally:
         bar.close()
         if old_handler is not None:

@@ -46,6 +46,7 @@ def test_run_dir_contents(tmp_path, data):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["method"] == "byol" and cfg["seed"] == 0 and cfg["lr"] > 0 and cfg["data_hash"]
     assert cfg["method_config"]["momentum"] == 0.99 and cfg["image_size"] == 28
+    assert cfg["encoder_args"] == {"width": 16, "stages": 3, "depth": 1, "pool": 1}
     env = json.loads((run / "env.json").read_text())
     assert {"torch", "python", "cltk", "git_commit", "device"} <= set(env)
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -89,6 +90,17 @@ def test_lr_schedule_warmup_and_cosine():
     assert lr_at(cfg, 0.1) == pytest.approx(1.0)
     assert lr_at(cfg, 0.55) == pytest.approx(0.5)
     assert lr_at(cfg, 1.0) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_lars_step_hand_value():
+    from cl_toolkit.train import LARS
+
+    w = torch.nn.Parameter(torch.tensor([[3.0, 4.0]]))
+    b = torch.nn.Parameter(torch.tensor([1.0]))
+    w.grad, b.grad = torch.tensor([[0.6, 0.8]]), torch.tensor([0.5])
+    LARS([w, b], lr=1.0, weight_decay=0.0, eta=0.02).step()
+    # trust ratio 0.02 * |w| / |g| = 0.02 * 5 / 1 = 0.1 for the weight; plain SGD for the bias
+    assert torch.allclose(w, torch.tensor([[2.94, 3.92]])) and torch.allclose(b, torch.tensor([0.5]))
 
 
 def test_config_precedence_and_unknown_keys(tmp_path):
