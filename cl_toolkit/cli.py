@@ -316,7 +316,10 @@ def eval_retrieval(
 
 @app.command()
 def methods(as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
-    """List the pretraining methods with a one-line description and the paper."""
+    """List the pretraining methods with a one-line description and the paper.
+
+    Example: cltk methods --json
+    """
     from .methods import METHODS, _load_all
 
     _load_all()
@@ -330,7 +333,10 @@ def methods(as_json: Annotated[bool, typer.Option("--json", help="JSON output.")
 
 @app.command()
 def encoders(as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
-    """List the registered encoders."""
+    """List the registered encoders (names for --encoder).
+
+    Example: cltk encoders
+    """
     from .encoders import ENCODERS
 
     rows = [{"name": e.name, "description": e.description} for e in ENCODERS.values()]
