@@ -61,3 +61,96 @@ def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     p = F.normalize(p.float(), dim=-1)
     z = F.normalize(z.detach().float(), dim=-1)
     return (2 - 2 * (p * z).sum(dim=-1)).mean()
+
+
+def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
+    """SimSiam's D (Chen & He 2021): negative cosine similarity with a stop-gradient on z.
+    p, z: [N, D].
+
+        D(p, z) = - mean_i  p_i . z_i / (|p_i| |z_i|)
+    """
+    return -F.cosine_similarity(p.float(), z.detach().float(), dim=-1).mean()
+
+
+def symmetric_negative_cosine(p1: Tensor, z1: Tensor, p2: Tensor, z2: Tensor) -> Tensor:
+    """The symmetrised SimSiam loss: each view's prediction against the other view's
+    projection (stop-gradient on the z's).
+
+        L = D(p1, z2) / 2 + D(p2, z1) / 2
+    """
+    return negative_cosine(p1, z2) / 2 + negative_cosine(p2, z1) / 2
+
+
+def _off_diagonal(m: Tensor) -> Tensor:
+    n = m.shape[0]
+    return m.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+
+def barlow_loss(z1: Tensor, z2: Tensor, lambd: float = 5e-3, eps: float = 1e-5) -> Tensor:
+    """Barlow Twins (Zbontar et al. 2021, arXiv:2103.03230). z1, z2: [N, D] projections of two
+    views. Each dimension is standardised over the batch (batch-norm without affine, biased
+    std), then the cross-correlation C = z1n^T z2n / N [D, D] is pushed to the identity:
+
+        L = sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2
+    """
+    n = len(z1)
+    z1, z2 = z1.float(), z2.float()
+    z1 = (z1 - z1.mean(0)) / (z1.var(0, unbiased=False) + eps).sqrt()
+    z2 = (z2 - z2.mean(0)) / (z2.var(0, unbiased=False) + eps).sqrt()
+    c = z1.T @ z2 / n
+    return (1 - c.diagonal()).pow(2).sum() + lambd * _off_diagonal(c).pow(2).sum()
+
+
+def vicreg_loss(z1: Tensor, z2: Tensor, sim_weight: float = 25.0, var_weight: float = 25.0,
+                cov_weight: float = 1.0, gamma: float = 1.0, eps: float = 1e-4) -> Tensor:
+    """VICReg (Bardes et al. 2022, arXiv:2105.04906). z1, z2: [N, D] expander outputs.
+
+        inv = mean_{i,d} (z1_id - z2_id)^2
+        var = sum over z in (z1, z2) of  mean_d relu(gamma - sqrt(Var_d(z) + eps)) / 2
+        cov = sum over z in (z1, z2) of  sum_{d != e} Cov(z)_de^2 / D
+        L = sim_weight * inv + var_weight * var + cov_weight * cov
+
+    (variances and covariances unbiased, over the batch; as the official implementation).
+    """
+    z1, z2 = z1.float(), z2.float()
+    n, d = z1.shape
+    inv = F.mse_loss(z1, z2)
+    var = cov = z1.new_zeros(())
+    for z in (z1, z2):
+        z = z - z.mean(0)
+        var = var + F.relu(gamma - (z.var(0) + eps).sqrt()).mean() / 2
+        cov = cov + _off_diagonal(z.T @ z / (n - 1)).pow(2).sum() / d
+    return sim_weight * inv + var_weight * var + cov_weight * cov
+
+
+@torch.no_grad()
+def sinkhorn(scores: Tensor, eps: float = 0.05, iters: int = 3) -> Tensor:
+    """Sinkhorn-Knopp codes (Cuturi 2013; SwAV, Caron et al. 2020). scores [B, K] prototype
+    similarities -> soft assignments Q [B, K] whose rows sum to 1 and whose columns each sum to
+    about B / K (equipartition of the batch over the prototypes):
+
+        Q = exp(scores / eps); repeat ``iters`` times: scale the columns to sum 1 / K, then the
+        rows to sum 1 / B; return B * Q
+    """
+    q = torch.exp((scores.float() - scores.float().max()) / eps)  # the shift cancels out
+    q = q / q.sum()
+    b, k = q.shape
+    for _ in range(iters):
+        q = q / q.sum(0, keepdim=True) / k
+        q = q / q.sum(1, keepdim=True) / b
+    return q * b
+
+
+def swav_loss(scores: list[Tensor], codes: list[Tensor], temperature: float = 0.1) -> Tensor:
+    """SwAV's swapped prediction (Caron et al. 2020, arXiv:2006.09882). ``scores[v]`` [B, K]:
+    prototype scores of view v; ``codes[i]`` [B, K]: the Sinkhorn codes of view i, given for
+    the first len(codes) views (the global crops). Every other view predicts each code:
+
+        L = mean_{i < len(codes)} mean_{v != i} [ - mean_b sum_k codes[i]_bk log softmax(scores[v]_b / t)_k ]
+    """
+    total = scores[0].new_zeros((), dtype=torch.float32)
+    for i, q in enumerate(codes):
+        terms = [-(q * F.log_softmax(s.float() / temperature, dim=-1)).sum(-1).mean()
+                 for v, s in enumerate(scores) if v != i]
+        total = total + torch.stack(terms).mean()
+    return total / len(codes)
