@@ -32,15 +32,19 @@ class ViewSpec:
     grayscale: float = 0.2
     blur: float = 0.0                  # probability of Gaussian blur
     solarize: float = 0.0              # probability of solarization
+    size: int | None = None            # output size; None: the generator's size (multi-crop: smaller)
 
 
 def preset(name: str, size: int, channels: int, strength: float = 1.0,
-           min_scale: float | None = None) -> list[ViewSpec]:
-    """The two view recipes of a method family, sized to the images.
+           min_scale: float | None = None, small_crops: int = 0) -> list[ViewSpec]:
+    """The two view recipes of a method family, sized to the images, plus ``small_crops``
+    multi-crop views.
 
     ``simclr``: two identical views (Chen et al. 2020). ``byol``: asymmetric views, blur 1.0/0.1
     and solarize 0.0/0.2 (Grill et al. 2020). Small images (< 64 px) get no blur and a larger
-    minimum crop; ``strength`` scales the colour jitter."""
+    minimum crop; ``strength`` scales the colour jitter. Multi-crop (SwAV, Caron et al. 2020):
+    each small crop covers (0.05, min_scale) of the image at half the resolution (at least 8 px;
+    the paper's 96 px next to 224 px global crops), with the first view's colour jitter."""
     small = size < 64
     scale = (min_scale if min_scale is not None else (0.2 if small else 0.08), 1.0)
     color = channels == 3
@@ -49,11 +53,14 @@ def preset(name: str, size: int, channels: int, strength: float = 1.0,
                 grayscale=0.2 if color else 0.0)
     if name == "simclr":
         blur = 0.0 if small else 0.5
-        return [ViewSpec(**base, blur=blur), ViewSpec(**base, blur=blur)]
-    if name == "byol":
-        return [ViewSpec(**base, blur=0.0 if small else 1.0, solarize=0.0),
-                ViewSpec(**base, blur=0.0 if small else 0.1, solarize=0.2)]
-    raise ValueError(f"unknown augmentation preset {name!r}; choose simclr or byol")
+        specs = [ViewSpec(**base, blur=blur), ViewSpec(**base, blur=blur)]
+    elif name == "byol":
+        specs = [ViewSpec(**base, blur=0.0 if small else 1.0, solarize=0.0),
+                 ViewSpec(**base, blur=0.0 if small else 0.1, solarize=0.2)]
+    else:
+        raise ValueError(f"unknown augmentation preset {name!r}; choose simclr or byol")
+    small_spec = ViewSpec(**{**base, "crop_scale": (min(0.05, scale[0]), scale[0])}, size=max(8, size // 2))
+    return specs + [small_spec] * small_crops
 
 
 def _pipeline(spec: ViewSpec, size: int, channels: int) -> nn.Module:
@@ -74,13 +81,14 @@ def _pipeline(spec: ViewSpec, size: int, channels: int) -> nn.Module:
 
 
 class ViewGenerator(nn.Module):
-    """uint8 [B, C, H, W] -> list of float [B, C, size, size] views in [0, 1]."""
+    """uint8 [B, C, H, W] -> list of float [B, C, S, S] views in [0, 1] (S = ``size``, or the
+    spec's own size for multi-crop views)."""
 
     def __init__(self, specs: list[ViewSpec], size: int, channels: int):
         super().__init__()
         self.specs = specs
         self.size = size
-        self.views = nn.ModuleList(_pipeline(s, size, channels) for s in specs)
+        self.views = nn.ModuleList(_pipeline(s, s.size or size, channels) for s in specs)
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> list[Tensor]:

@@ -61,6 +61,7 @@ class TrainConfig:
     augment: str = "byol"                 # view preset: simclr | byol
     aug_strength: float = 1.0
     min_scale: float | None = None        # smallest random-crop area fraction
+    small_crops: int = 0                  # extra low-resolution multi-crop views (methods that take them: swav)
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"               # auto | fp32 | bf16 | fp16
@@ -113,6 +114,8 @@ def resolve_config(overrides: dict[str, Any], toml_path: str | None = None) -> T
         raise InputError("give either --epochs or --minutes, not both")
     if cfg.optimizer not in OPTIMIZERS:
         raise InputError(f"unknown optimizer {cfg.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
+    if cfg.small_crops and not getattr(entry.cls, "multicrop", False):
+        raise InputError(f"method {method!r} trains on two views; small_crops is for multi-crop methods (swav)")
     return cfg
 
 
@@ -315,8 +318,8 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
     precision = resolve_precision(cfg.precision, device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    views = ViewGenerator(preset(cfg.augment, cfg.image_size, cfg.channels, cfg.aug_strength, cfg.min_scale),
-                          cfg.image_size, cfg.channels).to(device)
+    views = ViewGenerator(preset(cfg.augment, cfg.image_size, cfg.channels, cfg.aug_strength, cfg.min_scale,
+                                 cfg.small_crops), cfg.image_size, cfg.channels).to(device)
     opt = OPTIMIZERS[cfg.optimizer](_param_groups(model, cfg.weight_decay), cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)

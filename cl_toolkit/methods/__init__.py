@@ -70,7 +70,7 @@ def make_config(cls: type, overrides: dict[str, Any], where: str = "method confi
 
 
 def _load_all() -> None:
-    from . import byol, simclr  # noqa: F401  (registration side effects)
+    from . import barlow, byol, directpred, mocov2, mocov3, simclr, simsiam, swav, vicreg  # noqa: F401  (registration)
 
 
 # ---------------------------------------------------------------- shared pieces
