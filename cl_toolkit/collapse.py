@@ -39,3 +39,22 @@ def stats(z1: Tensor, z2: Tensor | None = None) -> dict[str, float]:
         z2 = F.normalize(z2.float(), dim=-1)
         out["alignment"] = float((z1 - z2).norm(dim=1).pow(2).mean())
     return out
+
+
+def warnings_for(s: dict[str, float], n: int, rank_fraction: float = 0.01, std_fraction: float = 0.05) -> list[str]:
+    """Collapse warnings for the statistics ``s`` of a batch of ``n`` embeddings (from ``stats``).
+
+    - complete collapse: the per-dimension std is under ``std_fraction`` of the 1/sqrt(D) of
+      spread-out embeddings (every input maps to nearly the same point);
+    - dimensional collapse: the effective rank is under ``rank_fraction`` of the dimension D
+      (and under 2 whatever D), i.e. the embeddings span about one direction. Judged only on
+      batches of 8 or more rows, as n rows have an effective rank of at most n - 1.
+    """
+    out = []
+    dim = round(1 / s["std_ideal"] ** 2)
+    if s["std"] < std_fraction * s["std_ideal"]:
+        out.append(f"embeddings collapsed to a point: per-dimension std {s['std']:.2g} "
+                   f"(about {s['std_ideal']:.2g} when spread out)")
+    if n >= 8 and s["effective_rank"] < max(2.0, rank_fraction * dim):
+        out.append(f"dimensional collapse: effective rank {s['effective_rank']:.3g} of {dim} dimensions")
+    return out

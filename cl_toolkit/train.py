@@ -349,7 +349,7 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
     pending_marks = sorted(m for m in (monitor_minutes or []) if m * 60 > state.elapsed)
     log = (out / "metrics.jsonl").open("a")
     bar = _Bar(quiet, total, cfg.minutes)
-    interrupted = False
+    interrupted = warned = False
     perm, perm_epoch = torch.empty(0, dtype=torch.long), -1
 
     def checkpoint() -> None:
@@ -413,7 +413,15 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
                 rec = {"step": state.step, "epoch": state.epoch, "loss": round(loss.item(), 5),
                        "lr": lr, "images_per_s": round(img_log / (now - t_log), 1),
                        "elapsed_s": round(state.elapsed, 2)}
-                rec.update({k: round(v, 5) for k, v in collapse.stats(outp.z1.detach(), outp.z2.detach()).items()})
+                cstats = collapse.stats(outp.z1.detach(), outp.z2.detach())
+                rec.update({k: round(v, 5) for k, v in cstats.items()})
+                warns = collapse.warnings_for(cstats, len(outp.z1))
+                if warns:
+                    rec["collapse_warning"] = True
+                    if not warned:  # once per run on stderr; every affected line in metrics.jsonl
+                        sys.stderr.write(f"cltk: warning: step {state.step}: {'; '.join(warns)} "
+                                         f"(see collapse_warning in {out / 'metrics.jsonl'})\n")
+                        warned = True
                 _log(log, rec)
                 t_log, img_log = time.perf_counter(), 0
             if state.step % cfg.checkpoint_every == 0:
