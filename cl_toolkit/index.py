@@ -454,8 +454,8 @@ def build(emb: np.ndarray, meta: list[dict], out: str | os.PathLike, *, kind: st
     gpu, train_n = _gpu(index), 0
     work = gpu if gpu is not None else index
     if not index.is_trained:
-        train_n = _train_size(index, n)
-        sample = x[np.sort(rng.choice(n, train_n, replace=False))]
+        train_n = _train_size(index, len(base))           # never trained on the held-out queries
+        sample = base[np.sort(rng.choice(len(base), train_n, replace=False))]
         try:
             work.train(sample)
         except RuntimeError as e:
