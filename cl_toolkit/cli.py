@@ -93,6 +93,12 @@ def pretrain(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
     force: Annotated[bool, typer.Option(help="Overwrite an existing run dir.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    report: Annotated[bool, typer.Option(help="Write report.html + PNG curves (loss, lr, collapse statistics, "
+                                         "kNN accuracy) into the run dir at the end.")] = False,
+    knn_every: Annotated[Optional[int], typer.Option(help="Measure weighted-kNN accuracy every N steps (needs "
+                                                     "labelled --data); logged to metrics.jsonl.")] = None,
+    knn_query: Annotated[Optional[str], typer.Option(help="Labelled images to query for --knn-every (default: a "
+                                                     "fixed 20% of up to 2000 --data images).")] = None,
 ) -> None:
     """Self-supervised pretraining; writes a run dir (config, env, metrics, checkpoints, encoder/)
     and prints a JSON summary.
@@ -119,12 +125,120 @@ def pretrain(
         cfg = TrainConfig(out=str(out), epochs=epochs, minutes=minutes)
     else:
         cfg = resolve_config(overrides, str(config) if config else None)
-    summary = run_pretrain(cfg, resume=resume, force=force, quiet=quiet)
+    kdata, monitor = None, None
+    if knn_every:
+        from dataclasses import asdict
+
+        from .data import load_images
+        from .report import knn_monitor
+        from .train import load_run_config
+
+        saved = load_run_config(out) if resume else asdict(cfg)
+        kdata = load_images(saved["data"], channels=saved["channels"], size=saved["image_size"])
+        query = (load_images(knn_query, channels=kdata.images.shape[1], size=kdata.images.shape[2],
+                             classes=kdata.classes) if knn_query else None)
+        monitor = knn_monitor(kdata, query)
+    summary = run_pretrain(cfg, resume=resume, force=force, quiet=quiet, data=kdata, monitor=monitor,
+                           monitor_every=knn_every or 0)
+    if report:
+        from .report import write_report
+
+        summary["report"] = str(write_report(out))
     _print_json(summary)
     if summary.get("interrupted"):
         sys.stderr.write(f"cltk: interrupted at step {summary['steps']}; checkpoint written. "
                          f"Continue with: cltk pretrain --out {out} --resume\n")
         raise typer.Exit(130)
+
+
+@app.command("report")
+def report_cmd(run: Annotated[str, typer.Argument(help="Run dir.")]) -> None:
+    """Write report.html (self-contained) and PNG curves of loss, learning rate, collapse
+    statistics and kNN accuracy into a run dir, from its metrics.jsonl.
+
+    Example: cltk report runs/byol
+    """
+    from .report import write_report
+
+    _print_json({"report": str(write_report(run))})
+
+
+# ---------------------------------------------------------------- finetune, eval linear
+
+@app.command()
+def finetune(
+    run: Annotated[str, typer.Argument(help="Run dir (or encoder/ folder) to start from.")],
+    data: Annotated[str, typer.Option(help="Labelled images: class subfolders, JSONL with 'label', or "
+                                      "fashion-mnist:train.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Run dir to write (config, metrics, encoder/, "
+                                     "head.safetensors, results.json).")],
+    linear: Annotated[bool, typer.Option("--linear/--full", help="Linear probe on frozen features, or train "
+                                         "encoder and head end to end.")] = True,
+    test: Annotated[Optional[str], typer.Option(help="Labelled images to report accuracy on.")] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs of full fine-tuning.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Images per batch (full fine-tuning).")] = 256,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (full fine-tuning, AdamW, cosine).")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="L2 penalty of the probe / AdamW weight decay.")] = 1e-4,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output run dir.")] = False,
+) -> None:
+    """Supervised transfer of a pretrained encoder: a linear probe (logistic regression on frozen,
+    standardised features) or full fine-tuning; writes a run dir and prints results as JSON.
+
+    Example: cltk finetune runs/byol --data fashion-mnist:train --test fashion-mnist:test --out runs/byol-lin --linear
+    """
+    from .finetune import FinetuneConfig
+    from .finetune import finetune as run_finetune
+
+    cfg = FinetuneConfig(run=run, data=data, out=out, mode="linear" if linear else "full", test=test, epochs=epochs,
+                         batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device)
+    _print_json(run_finetune(cfg, force=force))
+
+
+@eval_app.command("linear")
+def eval_linear(
+    train: Annotated[str, typer.Option(help="Embeddings folder, or with --model a labelled image data set.")],
+    test: Annotated[str, typer.Option(help="Embeddings folder, or with --model a labelled image data set.")],
+    model: Annotated[Optional[str], typer.Option(help="Run dir or encoder folder to embed --train/--test "
+                                                 "with.")] = None,
+    weight_decay: Annotated[float, typer.Option(help="L2 penalty of the logistic regression.")] = 1e-4,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+) -> None:
+    """Linear-probe accuracy: logistic regression (L-BFGS) on standardised --train features, top-1 on --test.
+
+    Example: cltk eval linear --model runs/byol --train fashion-mnist:train --test fashion-mnist:test
+    """
+    from .finetune import linear_eval
+
+    if model:
+        from .embed import embed_images
+        from .encoders import load_encoder
+        from .finetune import labelled
+        from .train import resolve_device
+
+        dev = resolve_device(device)
+        enc, spec = load_encoder(model, dev)
+        c, s = spec["input"]["channels"], spec["input"]["image_size"]
+        tr = labelled(train, c, s, what="--train")
+        te = labelled(test, c, s, tr.classes, "--test")
+        tx, qx = (embed_images(enc, d.images, normalize=False, device=dev) for d in (tr, te))
+        ty, qy = tr.labels.numpy(), te.labels.numpy()
+    else:
+        from .embed import read_embeddings
+        from .eval import label_ids
+
+        tx, tmeta, _ = read_embeddings(train)
+        qx, qmeta, _ = read_embeddings(test)
+        if tx.shape[1] != qx.shape[1]:
+            raise InputError(f"train has dimension {tx.shape[1]} but test has {qx.shape[1]}", test)
+        for meta, name in ((tmeta, train), (qmeta, test)):
+            missing = next((i for i, r in enumerate(meta, 1) if "label" not in r), None)
+            if missing is not None:
+                raise InputError("missing (linear evaluation needs labels)", f"{name}/meta.jsonl", missing, "label")
+        ty, qy, _ = label_ids(tmeta, qmeta, ("train", "test"))
+    res, _ = linear_eval(tx, ty, qx, qy, weight_decay)
+    _print_json({"eval": "linear", "train": train, "test": test, "model": model, **res})
 
 
 # ---------------------------------------------------------------- embed

@@ -1,0 +1,176 @@
+"""Run reports: PNG curves and a self-contained ``report.html`` from a run dir's metrics.jsonl.
+
+``write_report(run)`` plots, against the training step: the loss, the learning rate, the
+collapse statistics (per-dimension std of the normalised embeddings next to the 1/sqrt(D) of
+spread-out ones, effective rank, alignment and uniformity after Wang & Isola 2020; steps that
+raised a collapse warning in red) and kNN accuracy when it was measured during training
+(``knn_monitor``, ``cltk pretrain --knn-every N``). Each figure is a PNG in the run dir and is
+embedded (base64) in report.html, which therefore opens anywhere without a server.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .data import ImageData
+from .io import InputError, atomic_file
+
+COLLAPSE_KEYS = [("std", "per-dimension std (normalised)"), ("effective_rank", "effective rank"),
+                 ("alignment", "alignment (lower: views agree)"), ("uniformity", "uniformity (lower: spread out)")]
+
+
+def read_metrics(run: str | Path) -> list[dict]:
+    p = Path(run) / "metrics.jsonl"
+    if not p.is_file():
+        raise InputError("not a run dir (no metrics.jsonl)", run)
+    rows = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+    if not rows:
+        raise InputError("metrics.jsonl is empty: nothing to report yet", p)
+    return rows
+
+
+def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
+    pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 3.6):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).flatten()
+    return fig, axes
+
+
+def _line(ax, rows: list[dict], key: str, label: str | None = None, **kw) -> bool:
+    x, y = _series(rows, key)
+    if not x:
+        return False
+    ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3, label=label or key, **kw)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    return True
+
+
+def figures(rows: list[dict], title: str = "") -> dict[str, object]:
+    """name.png -> matplotlib Figure for each curve the metrics contain."""
+    figs: dict[str, object] = {}
+    fig, (ax,) = _figure()
+    if _line(ax, rows, "loss"):
+        ax.set_title(f"training loss {title}".strip())
+        figs["loss.png"] = fig
+    fig, (ax,) = _figure()
+    if _line(ax, rows, "lr"):
+        ax.set_title("learning rate")
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+        figs["lr.png"] = fig
+    if any("effective_rank" in r for r in rows):
+        fig, axes = _figure(2, 2, 9.6, 6.4)
+        warned = [r["step"] for r in rows if r.get("collapse_warning")]
+        for ax, (key, label) in zip(axes, COLLAPSE_KEYS):
+            if _line(ax, rows, key, label):
+                if key == "std":
+                    _line(ax, rows, "std_ideal", "1/sqrt(D): spread out", linestyle="--", color="gray")
+                    ax.set_ylim(bottom=0)
+                    ax.legend(fontsize=8)
+                if key == "effective_rank":
+                    ax.set_ylim(bottom=0)
+                for s in warned:
+                    ax.axvline(s, color="red", alpha=0.3, linewidth=1)
+            ax.set_title(label)
+        fig.suptitle("collapse statistics of the backbone embeddings" + (" (red: collapse warning)" if warned else ""))
+        figs["collapse.png"] = fig
+    knn_keys = sorted({k for r in rows for k in r if k.startswith("knn_top")})
+    if knn_keys:
+        fig, (ax,) = _figure()
+        for k in knn_keys:
+            _line(ax, rows, k)
+        ax.set_title("kNN accuracy during training")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=8)
+        figs["knn.png"] = fig
+    return figs
+
+
+def write_report(run: str | Path) -> Path:
+    """Write the PNGs and report.html into the run dir ``run``; returns the HTML path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    run = Path(run)
+    rows = read_metrics(run)
+    cfg_path = run / "config.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    title = f"{cfg.get('method', '')} / {cfg.get('encoder', '')}".strip(" /")
+    parts = []
+    for name, fig in figures(rows, f"({title})" if title else "").items():
+        buf = io.BytesIO()
+        FigureCanvasAgg(fig)
+        fig.savefig(buf, format="png")
+        png = buf.getvalue()
+        with atomic_file(run / name, force=True, binary=True) as f:
+            f.write(png)
+        b64 = base64.b64encode(png).decode()
+        parts.append(f'<figure><img src="data:image/png;base64,{b64}" alt="{name}">'
+                     f'<figcaption><a href="{name}">{name}</a></figcaption></figure>')
+    last = {k: v for r in rows for k, v in r.items()}  # the latest value of every metric
+    keep = ["step", "epoch", "loss", "lr", "std", "std_ideal", "effective_rank", "alignment", "uniformity",
+            "images_per_s", "elapsed_s"] + sorted(k for k in last if k.startswith("knn_top"))
+    summary = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(last[k]))}</td></tr>"
+                      for k in keep if k in last)
+    settings = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(json.dumps(v))}</td></tr>"
+                       for k, v in cfg.items())
+    warns = sum(1 for r in rows if r.get("collapse_warning"))
+    warn_html = (f'<p class="warn">{warns} logged step(s) raised a collapse warning.</p>' if warns else "")
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>cltk run report: {html.escape(title or run.name)}</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;font-size:0.9em}}th,td{{text-align:left;padding:2px 10px;border-bottom:1px solid #ddd}}
+figure{{margin:1.5em 0}}img{{max-width:100%}}.warn{{color:#b00;font-weight:bold}}</style></head>
+<body><h1>Run report: {html.escape(title or run.name)}</h1>
+<p>Run dir <code>{html.escape(str(run))}</code>, {len(rows)} metric lines.</p>{warn_html}
+<h2>Latest values</h2><table>{summary}</table>
+<h2>Curves</h2>{''.join(parts)}
+<h2>Configuration</h2><table>{settings}</table>
+</body></html>
+"""
+    out = run / "report.html"
+    with atomic_file(out, force=True) as f:
+        f.write(page)
+    return out
+
+
+def knn_monitor(data: ImageData, query: ImageData | None = None, max_bank: int = 2000, k: int = 20,
+                seed: int = 0) -> Callable:
+    """A ``pretrain`` monitor measuring weighted-kNN accuracy (k=20, t=0.07) with labelled
+    images: ``query`` against ``data``, or without a query a fixed random 20% of (up to
+    ``max_bank``) images of ``data`` against the rest."""
+    from .embed import embed_images
+    from .eval import knn_accuracy
+
+    if not data.has_labels:
+        raise InputError("kNN monitoring needs labels on every training record (or class subfolders)", data.source)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data), generator=g)[:max_bank]
+    if query is None:
+        n_q = max(1, len(idx) // 5)
+        q_imgs, q_lab = data.images[idx[:n_q]], data.labels[idx[:n_q]]
+        idx = idx[n_q:]
+    else:
+        q_imgs, q_lab = query.images, query.labels
+    b_imgs, b_lab = data.images[idx], data.labels[idx]
+
+    def monitor(encoder, state) -> dict:
+        dev = next(encoder.parameters()).device
+        bank = embed_images(encoder, b_imgs, device=dev)
+        q = embed_images(encoder, q_imgs, device=dev)
+        res = knn_accuracy(bank, b_lab, q, q_lab, k=min(k, len(b_lab)))
+        return {key: res[key] for key in ("knn_top1", "knn_top5") if key in res}
+
+    return monitor
