@@ -117,3 +117,19 @@ def test_directpred_sets_its_predictor_every_freq_steps(data):
     model.after_step(0.0)
     assert not torch.allclose(model.predictor, torch.eye(16))
     assert torch.allclose(model.predictor, model.predictor.T, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["mocov2", "directpred"])
+def test_resume_restores_queue_and_correlation_state(tmp_path, data, method):
+    """Methods with state beyond the weights (MoCo's queue, DirectPred's correlation matrix and
+    step count) resume to the same weights as an uninterrupted run."""
+    pretrain(_cfg(tmp_path, method, "full"), data=data, quiet=True)
+    pretrain(_cfg(tmp_path, method, "part"), data=data, quiet=True, stop_at_step=2)
+    pretrain(_cfg(tmp_path, method, "part"), data=data, quiet=True, resume=True)
+    a = load_file(str(tmp_path / "full" / "encoder" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "encoder" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ca = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    cb = torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    for k in ("queue", "queue_ptr") if method == "mocov2" else ("corr", "predictor", "steps"):
+        assert torch.equal(ca[k], cb[k]), k
