@@ -168,6 +168,7 @@ def finetune(cfg: FinetuneConfig, force: bool = False) -> dict:
     t0 = time.time()
     log: list[dict] = []
     num_classes = len(data.classes)
+    feats: Tensor | None = None
     if cfg.mode == "linear":
         feats = torch.from_numpy(embed_images(enc, data.images, normalize=False, device=device))
         head = fit_linear(feats, data.labels, num_classes, cfg.weight_decay)
@@ -178,11 +179,12 @@ def finetune(cfg: FinetuneConfig, force: bool = False) -> dict:
         d = enc.out_dim
         head = LinearHead(lin.weight.detach().cpu(), lin.bias.detach().cpu(), torch.zeros(d), torch.ones(d))
 
-    def acc(d: ImageData) -> float:
-        x = torch.from_numpy(embed_images(enc, d.images, normalize=False, device=device))
+    def acc(d: ImageData, x: Tensor | None = None) -> float:
+        if x is None:
+            x = torch.from_numpy(embed_images(enc, d.images, normalize=False, device=device))
         return accuracy(head.logits(x), d.labels)
 
-    results = {"mode": cfg.mode, "train_top1": acc(data), "n_train": len(data), "classes": data.classes}
+    results = {"mode": cfg.mode, "train_top1": acc(data, feats), "n_train": len(data), "classes": data.classes}
     if test is not None:
         results.update({"test_top1": acc(test), "n_test": len(test)})
     results["seconds"] = round(time.time() - t0, 1)
