@@ -8,6 +8,10 @@ centring) and the untrained encoder.
 
     python benchmarks/ssl_cpu.py --method byol --minutes 30 --marks 5,10,20,30
     python benchmarks/ssl_cpu.py --method simclr --minutes 10 --set lr=0.003 --tag lr3e-3
+    python benchmarks/ssl_cpu.py --method swav --minutes 10 --set small_crops=2 --tag sc2
+
+Any registered method works (`cltk methods`); ``collapse_warnings`` counts the metrics lines
+that raised the trainer's collapse warning (0 for a run that did not collapse).
 
 Writes benchmarks/results/ssl_cpu_<method>[_<tag>].json.
 """
@@ -29,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cl_toolkit.data import load_images  # noqa: E402
 from cl_toolkit.embed import embed_images  # noqa: E402
 from cl_toolkit.eval import knn_accuracy  # noqa: E402
-from cl_toolkit.train import environment, pretrain, resolve_config  # noqa: E402
+from cl_toolkit.train import TrainConfig, environment, pretrain, resolve_config  # noqa: E402
 
 TRAIN = "fashion-mnist:train?per_class=1000&seed=0"
 TEST = "fashion-mnist:test"
@@ -60,6 +64,9 @@ def main() -> None:
             overrides[k] = ast.literal_eval(v)
         except (ValueError, SyntaxError):
             overrides[k] = v
+    method_keys = {k: overrides.pop(k) for k in list(overrides) if k not in TrainConfig.__dataclass_fields__}
+    if method_keys:  # as `cltk pretrain --set`: keys the trainer does not know are the method's
+        overrides["method_config"] = {**overrides.get("method_config", {}), **method_keys}
     train, test = load_images(TRAIN), None
     test = load_images(TEST, classes=train.classes)
     result: dict = {"protocol": {"train": TRAIN, "test": TEST, "k": 20, "temperature": 0.07},
@@ -108,6 +115,7 @@ def main() -> None:
         last = [m for m in metrics if "effective_rank" in m][-1]
         result["final_collapse_stats"] = {k: last[k] for k in ("std", "std_ideal", "effective_rank",
                                                               "alignment", "uniformity") if k in last}
+        result["collapse_warnings"] = sum(1 for m in metrics if m.get("collapse_warning"))
     result["summary"] = summary
     result["curve"] = curve
     result["env"] = environment(torch.device("cpu"), cfg.precision)
