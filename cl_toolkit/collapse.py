@@ -55,6 +55,6 @@ def warnings_for(s: dict[str, float], n: int, rank_fraction: float = 0.01, std_f
     if s["std"] < std_fraction * s["std_ideal"]:
         out.append(f"embeddings collapsed to a point: per-dimension std {s['std']:.2g} "
                    f"(about {s['std_ideal']:.2g} when spread out)")
-    if n >= 8 and s["effective_rank"] < max(2.0, rank_fraction * dim):
+    elif n >= 8 and s["effective_rank"] < max(2.0, rank_fraction * dim):  # (a point has no rank to speak of)
         out.append(f"dimensional collapse: effective rank {s['effective_rank']:.3g} of {dim} dimensions")
     return out
