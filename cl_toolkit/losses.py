@@ -2,15 +2,37 @@
 
 All take embeddings as rows ([N, D]) and return a scalar tensor. The method files decide which
 tensors to pass (e.g. both view orders for a symmetric loss); nothing here keeps state.
+Losses built on matrix products run in float32 even inside bf16/fp16 autocast (``fp32``):
+logits divided by a small temperature and sums over D x D correlation matrices need the
+precision a bf16 product does not have.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+_F = TypeVar("_F", bound=Callable[..., Tensor])
 
+
+def fp32(fn: _F) -> _F:
+    """Run ``fn`` with autocast disabled on the device of its first tensor argument."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        first = args[0][0] if isinstance(args[0], (list, tuple)) else args[0]
+        with torch.autocast(first.device.type, enabled=False):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@fp32
 def info_nce(q: Tensor, k: Tensor, temperature: float = 0.1, mask: Tensor | None = None) -> Tensor:
     """InfoNCE (Oord et al. 2018), one direction: q -> k.
 
@@ -29,6 +51,7 @@ def info_nce(q: Tensor, k: Tensor, temperature: float = 0.1, mask: Tensor | None
     return F.cross_entropy(logits, target)
 
 
+@fp32
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.1, mask: Tensor | None = None) -> Tensor:
     """NT-Xent, the SimCLR loss (Chen et al. 2020): InfoNCE over the 2N views.
 
@@ -86,6 +109,7 @@ def _off_diagonal(m: Tensor) -> Tensor:
     return m.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
 
 
+@fp32
 def barlow_loss(z1: Tensor, z2: Tensor, lambd: float = 5e-3, eps: float = 1e-5) -> Tensor:
     """Barlow Twins (Zbontar et al. 2021, arXiv:2103.03230). z1, z2: [N, D] projections of two
     views. Each dimension is standardised over the batch (batch-norm without affine, biased
@@ -101,6 +125,7 @@ def barlow_loss(z1: Tensor, z2: Tensor, lambd: float = 5e-3, eps: float = 1e-5) 
     return (1 - c.diagonal()).pow(2).sum() + lambd * _off_diagonal(c).pow(2).sum()
 
 
+@fp32
 def vicreg_loss(z1: Tensor, z2: Tensor, sim_weight: float = 25.0, var_weight: float = 25.0,
                 cov_weight: float = 1.0, gamma: float = 1.0, eps: float = 1e-4) -> Tensor:
     """VICReg (Bardes et al. 2022, arXiv:2105.04906). z1, z2: [N, D] expander outputs.
@@ -124,6 +149,7 @@ def vicreg_loss(z1: Tensor, z2: Tensor, sim_weight: float = 25.0, var_weight: fl
 
 
 @torch.no_grad()
+@fp32
 def sinkhorn(scores: Tensor, eps: float = 0.05, iters: int = 3) -> Tensor:
     """Sinkhorn-Knopp codes (Cuturi 2013; SwAV, Caron et al. 2020). scores [B, K] prototype
     similarities -> soft assignments Q [B, K] whose rows sum to 1 and whose columns each sum to
@@ -141,6 +167,7 @@ def sinkhorn(scores: Tensor, eps: float = 0.05, iters: int = 3) -> Tensor:
     return q * b
 
 
+@fp32
 def swav_loss(scores: list[Tensor], codes: list[Tensor], temperature: float = 0.1) -> Tensor:
     """SwAV's swapped prediction (Caron et al. 2020, arXiv:2006.09882). ``scores[v]`` [B, K]:
     prototype scores of view v; ``codes[i]`` [B, K]: the Sinkhorn codes of view i, given for

@@ -72,3 +72,22 @@ def test_swav_loss_hand_value():
     s2 = torch.tensor([[0.0, math.log(3)]])
     want3 = ((math.log(4 / 3) + math.log(4)) / 2 + (math.log(2) + (math.log(4) + math.log(4 / 3)) / 2) / 2) / 2
     assert swav_loss([s0, s1, s2], [q0, q1], temperature=1.0).item() == pytest.approx(want3, abs=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["info_nce", "nt_xent", "barlow", "vicreg", "swav"])
+def test_losses_keep_float32_precision_inside_bf16_autocast(loss):
+    import torch.nn.functional as F
+
+    from cl_toolkit import losses
+
+    torch.manual_seed(0)
+    z1 = F.normalize(torch.randn(64, 256), dim=1)
+    z2 = F.normalize(z1 + 0.3 * torch.randn(64, 256), dim=1)
+    fn = {"info_nce": lambda: losses.info_nce(z1, z2, 0.1), "nt_xent": lambda: losses.nt_xent(z1, z2, 0.1),
+          "barlow": lambda: losses.barlow_loss(z1, z2), "vicreg": lambda: losses.vicreg_loss(z1, z2),
+          "swav": lambda: losses.swav_loss([z1[:, :32] * 10, z2[:, :32] * 10],
+                                           [losses.sinkhorn(z2[:, :32] * 10), losses.sinkhorn(z1[:, :32] * 10)])}[loss]
+    want = fn().item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = fn()
+    assert got.dtype == torch.float32 and got.item() == pytest.approx(want, rel=1e-5)

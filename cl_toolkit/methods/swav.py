@@ -64,7 +64,8 @@ class SwAV(nn.Module):
         scores = []
         for h in hs:
             z = F.normalize(self.projector(h).float(), dim=-1)
-            scores += list((z @ weight.float().T).split(n))
+            with torch.autocast(z.device.type, enabled=False):  # scores / 0.05 in Sinkhorn need fp32
+                scores += list((z @ weight.float().T).split(n))
         codes = [sinkhorn(s.detach(), c.sinkhorn_eps, c.sinkhorn_iters) for s in scores[:2]]
         loss = swav_loss(scores, codes, c.temperature)
         return StepOutput(loss, hs[0][:n], hs[0][n:])
