@@ -4,7 +4,10 @@ import base64
 import json
 import re
 
+import pytest
+
 from cl_toolkit.data import load_images
+from cl_toolkit.io import InputError
 from cl_toolkit.report import knn_monitor, write_report
 from cl_toolkit.train import pretrain, resolve_config
 
@@ -41,5 +44,5 @@ def test_pretrain_report_flag_and_report_command(tmp_path, cli, samples):
     r = cli("report", run)
     assert r.returncode == 0, r.stderr
     assert (run / "knn.png").is_file() and json.loads(r.stdout)["report"] == str(run / "report.html")
-    r = cli("report", tmp_path)
-    assert r.returncode == 2 and "no metrics.jsonl" in r.stderr
+    with pytest.raises(InputError, match="no metrics.jsonl"):
+        write_report(tmp_path)
