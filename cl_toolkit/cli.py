@@ -232,11 +232,7 @@ def eval_linear(
         qx, qmeta, _ = read_embeddings(test)
         if tx.shape[1] != qx.shape[1]:
             raise InputError(f"train has dimension {tx.shape[1]} but test has {qx.shape[1]}", test)
-        for meta, name in ((tmeta, train), (qmeta, test)):
-            missing = next((i for i, r in enumerate(meta, 1) if "label" not in r), None)
-            if missing is not None:
-                raise InputError("missing (linear evaluation needs labels)", f"{name}/meta.jsonl", missing, "label")
-        ty, qy, _ = label_ids(tmeta, qmeta, ("train", "test"))
+        ty, qy, _ = label_ids(tmeta, qmeta, (train, test))
     res, _ = linear_eval(tx, ty, qx, qy, weight_decay)
     _print_json({"eval": "linear", "train": train, "test": test, "model": model, **res})
 
@@ -311,7 +307,7 @@ def eval_knn(
         q, qmeta, qinfo = read_embeddings(query)
         if b.shape[1] != q.shape[1]:
             raise InputError(f"bank has dimension {b.shape[1]} but query has {q.shape[1]}", query)
-    bl, ql, _ = label_ids(bmeta, qmeta)
+    bl, ql, _ = label_ids(bmeta, qmeta, (bank, query))
     res = knn_accuracy(b, bl, q, ql, k=k, temperature=temperature, center=center)
     _print_json({"eval": "knn", "bank": bank, "query": query, "model": model, **res})
 

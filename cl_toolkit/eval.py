@@ -50,11 +50,12 @@ def knn_accuracy(bank: np.ndarray | torch.Tensor, bank_labels, query, query_labe
 
 
 def label_ids(bank_meta: list[dict], query_meta: list[dict], where: tuple[str, str] = ("bank", "query")):
-    """String labels of two metadata lists -> shared class indices (bank classes first)."""
+    """String labels of two metadata lists -> shared class indices (bank classes first).
+    ``where`` names the two sources in the error for a record without a label."""
     for meta, name in zip((bank_meta, query_meta), where):
         for i, r in enumerate(meta, 1):
             if "label" not in r:
-                raise InputError("missing (kNN evaluation needs labels)", f"{name} meta.jsonl", i, "label")
+                raise InputError("missing (this evaluation needs labels)", f"{name}/meta.jsonl", i, "label")
     classes = sorted({str(r["label"]) for r in bank_meta})
     index = {c: i for i, c in enumerate(classes)}
     for r in query_meta:

@@ -229,6 +229,12 @@ def check_output(path: str | os.PathLike, force: bool) -> None:
         raise InputError("already exists; pass --force to overwrite", path)
 
 
+def _umask_mode(mode: int) -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, force: bool = False, binary: bool = False) -> Iterator[Any]:
     """Write a file via a temporary sibling and rename it into place on success."""
@@ -239,6 +245,7 @@ def atomic_file(path: str | os.PathLike, force: bool = False, binary: bool = Fal
     try:
         with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
             yield f
+        os.chmod(tmp, _umask_mode(0o666))  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -256,6 +263,7 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, _umask_mode(0o777))  # mkdtemp creates 0700
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
