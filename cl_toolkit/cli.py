@@ -209,30 +209,11 @@ def eval_linear(
 
     Example: cltk eval linear --model runs/byol --train fashion-mnist:train --test fashion-mnist:test
     """
+    from .eval import labelled_features
     from .finetune import linear_eval
+    from .train import resolve_device
 
-    if model:
-        from .embed import embed_images
-        from .encoders import load_encoder
-        from .finetune import labelled
-        from .train import resolve_device
-
-        dev = resolve_device(device)
-        enc, spec = load_encoder(model, dev)
-        c, s = spec["input"]["channels"], spec["input"]["image_size"]
-        tr = labelled(train, c, s, what="--train")
-        te = labelled(test, c, s, tr.classes, "--test")
-        tx, qx = (embed_images(enc, d.images, normalize=False, device=dev) for d in (tr, te))
-        ty, qy = tr.labels.numpy(), te.labels.numpy()
-    else:
-        from .embed import read_embeddings
-        from .eval import label_ids
-
-        tx, tmeta, _ = read_embeddings(train)
-        qx, qmeta, _ = read_embeddings(test)
-        if tx.shape[1] != qx.shape[1]:
-            raise InputError(f"train has dimension {tx.shape[1]} but test has {qx.shape[1]}", test)
-        ty, qy, _ = label_ids(tmeta, qmeta, (train, test))
+    tx, ty, qx, qy = labelled_features(train, test, model, resolve_device(device), ("train", "test"))
     res, _ = linear_eval(tx, ty, qx, qy, weight_decay)
     _print_json({"eval": "linear", "train": train, "test": test, "model": model, **res})
 
@@ -291,23 +272,10 @@ def eval_knn(
 
     Example: cltk eval knn --model runs/byol --bank fashion-mnist:train --query fashion-mnist:test
     """
-    from .embed import embed as run_embed
-    from .embed import read_embeddings
-    from .eval import knn_accuracy, label_ids
-    from .io import public
+    from .eval import knn_accuracy, labelled_features
     from .train import resolve_device
 
-    if model:
-        dev = resolve_device(device)
-        b, bdata, _ = run_embed(model, bank, device=dev)
-        q, qdata, _ = run_embed(model, query, device=dev)
-        bmeta, qmeta = [public(r) for r in bdata.records], [public(r) for r in qdata.records]
-    else:
-        b, bmeta, binfo = read_embeddings(bank)
-        q, qmeta, qinfo = read_embeddings(query)
-        if b.shape[1] != q.shape[1]:
-            raise InputError(f"bank has dimension {b.shape[1]} but query has {q.shape[1]}", query)
-    bl, ql, _ = label_ids(bmeta, qmeta, (bank, query))
+    b, bl, q, ql = labelled_features(bank, query, model, resolve_device(device), ("bank", "query"))
     res = knn_accuracy(b, bl, q, ql, k=k, temperature=temperature, center=center)
     _print_json({"eval": "knn", "bank": bank, "query": query, "model": model, **res})
 

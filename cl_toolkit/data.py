@@ -107,3 +107,15 @@ def load_images(spec: str, channels: int | None = None, size: int | None = None,
     labels = torch.tensor([index.get(str(r["label"]), -1) if "label" in r else -1 for r in src.records],
                           dtype=torch.long)
     return ImageData(images, src.records, classes, labels, src.name)
+
+
+def load_labelled(spec: str, channels: int, size: int, classes: list[str] | None = None,
+                  what: str = "data") -> ImageData:
+    """Labelled images for supervised work and evaluation; records without a label are refused."""
+    data = load_images(spec, channels=channels, size=size, classes=classes)
+    missing = next((i for i, r in enumerate(data.records) if "label" not in r), None)
+    if missing is not None or not data.classes:
+        rec = data.records[missing or 0]
+        raise InputError(f"missing in {what} record {rec['id']!r} (this needs labelled records or class "
+                         "subfolders)", rec.get("_src", spec), rec.get("_line"), "label")
+    return data

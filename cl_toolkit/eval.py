@@ -49,6 +49,33 @@ def knn_accuracy(bank: np.ndarray | torch.Tensor, bank_labels, query, query_labe
     return out
 
 
+def labelled_features(first: str, second: str, model: str | None = None, device="cpu",
+                      names: tuple[str, str] = ("bank", "query")):
+    """Features and shared class indices of two labelled sets, for kNN and linear evaluation:
+    two embeddings folders (labels from meta.jsonl), or two image data sets embedded with
+    ``model``. Returns (x1, y1, x2, y2) with numpy features and integer labels."""
+    if model:
+        from .data import load_labelled
+        from .embed import embed_images
+        from .encoders import load_encoder
+
+        enc, spec = load_encoder(model, device)
+        c, s = spec["input"]["channels"], spec["input"]["image_size"]
+        a = load_labelled(first, c, s, what=f"--{names[0]}")
+        b = load_labelled(second, c, s, a.classes, f"--{names[1]}")
+        xa, xb = (embed_images(enc, d.images, normalize=False, device=device) for d in (a, b))
+        ya, yb, _ = label_ids(a.records, b.records, (first, second))
+        return xa, np.asarray(ya), xb, np.asarray(yb)
+    from .embed import read_embeddings
+
+    xa, ma, _ = read_embeddings(first)
+    xb, mb, _ = read_embeddings(second)
+    if xa.shape[1] != xb.shape[1]:
+        raise InputError(f"{names[0]} has dimension {xa.shape[1]} but {names[1]} has {xb.shape[1]}", second)
+    ya, yb, _ = label_ids(ma, mb, (first, second))
+    return xa, np.asarray(ya), xb, np.asarray(yb)
+
+
 def label_ids(bank_meta: list[dict], query_meta: list[dict], where: tuple[str, str] = ("bank", "query")):
     """String labels of two metadata lists -> shared class indices (bank classes first).
     ``where`` names the two sources in the error for a record without a label."""

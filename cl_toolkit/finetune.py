@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import ImageData, load_images
+from .data import ImageData, load_labelled
 from .embed import embed_images
 from .encoders import load_encoder, save_encoder
 from .io import InputError, atomic_dir, check_output, write_jsonl
@@ -83,17 +83,6 @@ def linear_eval(train_x, train_y, test_x, test_y, weight_decay: float = 1e-4) ->
     res = {"linear_top1": accuracy(head.logits(qx), qy), "train_top1": accuracy(head.logits(tx), ty),
            "weight_decay": weight_decay, "n_train": len(ty), "n_test": len(qy), "classes": num_classes}
     return res, head
-
-
-def labelled(spec: str, channels: int, size: int, classes: list[str] | None = None, what: str = "data") -> ImageData:
-    """Labelled images for supervised work; records without a label are refused."""
-    data = load_images(spec, channels=channels, size=size, classes=classes)
-    missing = next((i for i, r in enumerate(data.records) if "label" not in r), None)
-    if missing is not None or not data.classes:
-        rec = data.records[missing or 0]
-        raise InputError(f"missing in {what} record {rec['id']!r} (fine-tuning and linear evaluation need "
-                         "labelled records or class subfolders)", rec.get("_src", spec), rec.get("_line"), "label")
-    return data
 
 
 @dataclass
@@ -162,8 +151,8 @@ def finetune(cfg: FinetuneConfig, force: bool = False) -> dict:
     device = resolve_device(cfg.device)
     enc, spec = load_encoder(cfg.run, device)
     inp = spec["input"]
-    data = labelled(cfg.data, inp["channels"], inp["image_size"], what="--data")
-    test = labelled(cfg.test, inp["channels"], inp["image_size"], data.classes, "--test") if cfg.test else None
+    data = load_labelled(cfg.data, inp["channels"], inp["image_size"], what="--data")
+    test = load_labelled(cfg.test, inp["channels"], inp["image_size"], data.classes, "--test") if cfg.test else None
     seed_everything(cfg.seed)
     t0 = time.time()
     log: list[dict] = []
