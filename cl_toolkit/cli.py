@@ -105,7 +105,6 @@ def pretrain(
 
     Example: cltk pretrain --method byol --data fashion-mnist:train --out runs/byol --minutes 10
     """
-    from .methods import get_method
     from .train import TrainConfig, resolve_config
     from .train import pretrain as run_pretrain
 
@@ -115,7 +114,6 @@ def pretrain(
                      batch_size=batch_size, lr=lr, optimizer=optimizer, image_size=image_size, seed=seed,
                      device=device, precision=precision, threads=threads, checkpoint_every=checkpoint_every)
     extra = _parse_sets(set_)
-    get_method(method or "byol")
     known = set(TrainConfig.__dataclass_fields__)
     overrides.update({k: v for k, v in extra.items() if k in known})
     mcfg = {k: v for k, v in extra.items() if k not in known}

@@ -161,7 +161,6 @@ def finetune(cfg: FinetuneConfig, force: bool = False) -> dict:
     if cfg.mode == "linear":
         feats = torch.from_numpy(embed_images(enc, data.images, normalize=False, device=device))
         head = fit_linear(feats, data.labels, num_classes, cfg.weight_decay)
-        log.append({"step": 1, "epoch": 1, "train_top1": accuracy(head.logits(feats), data.labels)})
     else:
         lin = nn.Linear(enc.out_dim, num_classes)
         _train_full(enc, lin, data, cfg, device, log)
@@ -174,6 +173,8 @@ def finetune(cfg: FinetuneConfig, force: bool = False) -> dict:
         return accuracy(head.logits(x), d.labels)
 
     results = {"mode": cfg.mode, "train_top1": acc(data, feats), "n_train": len(data), "classes": data.classes}
+    if cfg.mode == "linear":
+        log.append({"step": 1, "epoch": 1, "train_top1": results["train_top1"]})
     if test is not None:
         results.update({"test_top1": acc(test), "n_test": len(test)})
     results["seconds"] = round(time.time() - t0, 1)
