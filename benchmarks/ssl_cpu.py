@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="config override key=value (python literal)")
     ap.add_argument("--tag", default="")
     ap.add_argument("--baselines", action="store_true", help="also measure raw pixels and the untrained encoder")
+    ap.add_argument("--run-dir", default=None, help="keep the run dir here (with report.html) instead of a temp dir")
     args = ap.parse_args()
 
     overrides = {}
@@ -95,7 +96,7 @@ def main() -> None:
         return row
 
     with tempfile.TemporaryDirectory() as tmp:
-        run = f"{tmp}/run"
+        run = args.run_dir or f"{tmp}/run"
         cfg = resolve_config({"method": args.method, "data": TRAIN, "out": run, **overrides,
                               **({"epochs": args.epochs} if args.epochs else {"minutes": args.minutes})})
         if args.baselines:
@@ -108,7 +109,8 @@ def main() -> None:
             result["untrained_encoder"] = knn(bank, train.labels, query, test.labels)
             print(json.dumps({k: result[k] for k in ("raw_pixels", "untrained_encoder")}), file=sys.stderr)
         clock["start"] = time.perf_counter()
-        summary = pretrain(cfg, data=train, quiet=True, monitor=monitor, monitor_every=args.every,
+        summary = pretrain(cfg, data=train, quiet=True, force=bool(args.run_dir), monitor=monitor,
+                           monitor_every=args.every,
                            monitor_minutes=marks)
         result["config"] = json.loads(Path(run, "config.json").read_text())
         metrics = [json.loads(x) for x in Path(run, "metrics.jsonl").read_text().splitlines()]
@@ -116,6 +118,10 @@ def main() -> None:
         result["final_collapse_stats"] = {k: last[k] for k in ("std", "std_ideal", "effective_rank",
                                                               "alignment", "uniformity") if k in last}
         result["collapse_warnings"] = sum(1 for m in metrics if m.get("collapse_warning"))
+        if args.run_dir:
+            from cl_toolkit.report import write_report
+
+            result["report"] = str(write_report(run))
     result["summary"] = summary
     result["curve"] = curve
     result["env"] = environment(torch.device("cpu"), cfg.precision)
