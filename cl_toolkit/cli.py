@@ -72,7 +72,8 @@ def _parse_sets(sets: list[str]) -> dict:
 def pretrain(
     out: Annotated[Path, typer.Option(help="Run dir to create (or continue with --resume).")],
     data: Annotated[Optional[str], typer.Option(
-        help="Image folder, JSONL of image records, or fashion-mnist:train.")] = None,
+        help="Image folder, JSONL records (images; texts for simcse; posts with tags for cdtom), or "
+             "fashion-mnist:train.")] = None,
     method: Annotated[Optional[str], typer.Option(help="Method name (see `cltk methods`). Default: byol.")] = None,
     encoder: Annotated[Optional[str], typer.Option(
         help="Encoder name (see `cltk encoders`). Default by image size.")] = None,
@@ -99,11 +100,15 @@ def pretrain(
                                                      "labelled --data); logged to metrics.jsonl.")] = None,
     knn_query: Annotated[Optional[str], typer.Option(help="Labelled images to query for --knn-every (default: a "
                                                      "fixed 20% of up to 2000 --data images).")] = None,
+    tags: Annotated[Optional[str], typer.Option(help="cdtom: the tag vocabulary, one tag a line (default: every "
+                                                "tag in --data).")] = None,
 ) -> None:
     """Self-supervised pretraining; writes a run dir (config, env, metrics, checkpoints, encoder/)
     and prints a JSON summary.
 
     Example: cltk pretrain --method byol --data fashion-mnist:train --out runs/byol --minutes 10
+
+    Example: cltk pretrain --method cdtom --data data_samples/posts.jsonl --out runs/tagger
     """
     from .train import TrainConfig, resolve_config
     from .train import pretrain as run_pretrain
@@ -117,6 +122,8 @@ def pretrain(
     known = set(TrainConfig.__dataclass_fields__)
     overrides.update({k: v for k, v in extra.items() if k in known})
     mcfg = {k: v for k, v in extra.items() if k not in known}
+    if tags is not None:
+        mcfg["tags"] = tags
     if mcfg:
         overrides["method_config"] = mcfg
     if resume:
@@ -220,35 +227,41 @@ def eval_linear(
 
 @app.command()
 def embed(
-    model: Annotated[str, typer.Argument(help="Run dir or encoder/ folder.")],
-    input: Annotated[str, typer.Option("--input", "-i", help="Image folder, JSONL of image records (- for stdin), "
-                                       "or fashion-mnist:test.")],
+    model: Annotated[str, typer.Argument(help="Run dir, encoder/ folder, or (text) a Hugging Face model folder or "
+                                         "minilm-l6.")],
+    input: Annotated[str, typer.Option("--input", "-i", help="Image folder, JSONL of image or text records (- for "
+                                       "stdin), or fashion-mnist:test.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Embeddings folder to write; - for JSONL on stdout.")],
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 512,
+    field: Annotated[Optional[str], typer.Option(
+        help="What to embed: image | text | tag (a record field; in a two-tower run also the tower). "
+             "Default: what the model takes.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Records per forward pass.")] = 512,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = True,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite an existing output folder.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Turn images into an embeddings folder (embeddings.npy, meta.jsonl, info.json).
+    """Turn images or texts into an embeddings folder (embeddings.npy, meta.jsonl, info.json).
 
     Example: cltk embed runs/byol --input data_samples/images.jsonl --out emb/samples
+
+    Example: cltk embed minilm-l6 --input data_samples/posts.jsonl --out emb/posts
     """
     from .embed import embed as run_embed
+    from .embed import embedding_records
     from .io import check_output, write_jsonl
     from .train import resolve_device
 
+    if field is not None and field not in ("image", "text", "tag"):
+        raise InputError(f"--field must be image, text or tag, got {field!r}")
     if out != "-":
         check_output(out, force)
     dev = resolve_device(device)
     with _progress(0, "embed", quiet) as advance:
-        emb, data, info = run_embed(model, input, None if out == "-" else out, batch_size, normalize, dev,
-                                    force, advance)
+        emb, records, info = run_embed(model, input, None if out == "-" else out, batch_size, normalize, dev,
+                                       force, advance, field)
     if out == "-":
-        from .embed import _meta
-
-        write_jsonl(sys.stdout, ({**_meta(r), "embedding": [round(float(x), 6) for x in e]}
-                                 for r, e in zip(data.records, emb)))
+        write_jsonl(sys.stdout, embedding_records(emb, records))
     else:
         _print_json({"out": out, **info})
 
@@ -322,6 +335,8 @@ def match(
     index: Annotated[str, typer.Option(help="Index folder from cltk build-index.")],
     model: Annotated[Optional[str], typer.Option(help="Run dir or encoder folder to embed query records with.")] = None,
     k: Annotated[int, typer.Option(help="Neighbours per query.")] = 10,
+    field: Annotated[Optional[str], typer.Option(help="With --model: embed the records' image or text (and use that "
+                                                 "tower of a two-tower run), e.g. text -> image search.")] = None,
     exclude_self: Annotated[bool, typer.Option(help="Drop a neighbour whose id is the query's id.")] = False,
     out: Annotated[str, typer.Option("--out", "-o", help="JSONL file to write; - for stdout.")] = "-",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass when embedding.")] = 256,
@@ -333,6 +348,8 @@ def match(
     distance for l2).
 
     Example: cltk match data_samples/images.jsonl --model runs/byol --index idx/fashion --k 5 --exclude-self
+
+    Example: cltk match captions.jsonl --model runs/clip --field text --index idx/images   (text -> image)
     """
     import contextlib
 
@@ -350,7 +367,7 @@ def match(
         from .train import resolve_device
 
         dev = str(resolve_device(device))
-    q, qmeta, qinfo = read_queries(queries, model, dev, batch_size)
+    q, qmeta, qinfo = read_queries(queries, model, dev, batch_size, field)
     check_compatible(info, q.shape[1], qinfo.get("model"))
     with contextlib.ExitStack() as stack:
         f = sys.stdout if out == "-" else stack.enter_context(atomic_file(out, force=force))
@@ -388,6 +405,90 @@ def eval_retrieval(
     _print_json({"eval": "retrieval", "queries": queries, "targets": targets, **res})
 
 
+@eval_app.command("zeroshot")
+def eval_zeroshot(
+    model: Annotated[str, typer.Option(help="A two-tower run dir (cltk pretrain --method clip).")],
+    data: Annotated[str, typer.Option(help="Labelled images: class subfolders, JSONL with 'label', or "
+                                      "fashion-mnist:test.")],
+    classes: Annotated[str, typer.Option(help="One class a line: LABEL, or LABEL<TAB>name used in the prompts.")],
+    templates: Annotated[Optional[str], typer.Option(help="Prompt templates, one a line with {} for the class name "
+                                                     "(default: 'a photo of a {}.').")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+) -> None:
+    """Zero-shot classification: class-name prompts through the text tower, accuracy of the
+    nearest class for each image through the image tower; JSON on stdout.
+
+    Example: cltk eval zeroshot --model runs/clip --data fashion-mnist:test --classes classes.txt
+    """
+    from .eval import zeroshot
+    from .train import resolve_device
+
+    res = zeroshot(model, data, classes, templates, resolve_device(device))
+    _print_json({"eval": "zeroshot", "model": model, "data": data, **res})
+
+
+# ---------------------------------------------------------------- tag, eval tag
+
+@app.command()
+def tag(
+    posts: Annotated[str, typer.Argument(help="JSONL posts {\"id\", \"text\"} (- for stdin).")],
+    model: Annotated[str, typer.Option(help="A cdtom run dir; or, with --tags, any text encoder (zero-shot).")],
+    tags: Annotated[Optional[str], typer.Option(help="Tag vocabulary file, one tag a line (default: the run's "
+                                                "own tag index).")] = None,
+    top_k: Annotated[int, typer.Option(help="Tags per post.")] = 3,
+    min_score: Annotated[Optional[float], typer.Option(help="Drop tags scoring below this. For a cdtom run the "
+                                                       "score is the calibrated probability that the tag is "
+                                                       "right; zero-shot it is the cosine.")] = None,
+    out: Annotated[str, typer.Option("--out", "-o", help="JSONL file to write; - for stdout.")] = "-",
+    batch_size: Annotated[int, typer.Option(help="Posts per forward pass (length-sorted).")] = 128,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Hashtag generation: the top-k tags of each post by nearest-neighbour search of the tag
+    index, one JSON line per post: {"id", "tags": [{"tag", "score"}, ...]}.
+
+    Example: cltk tag data_samples/posts.jsonl --model runs/tagger --top-k 3 > tagged.jsonl
+
+    Example: cltk tag posts.jsonl --model minilm-l6 --tags data_samples/tags.txt   (zero-shot)
+    """
+    import contextlib
+
+    from .data import load_posts
+    from .io import atomic_file, check_output, write_jsonl
+    from .tag import load_tagger, tag_posts
+    from .train import resolve_device
+
+    if out != "-":
+        check_output(out, force)
+    records = load_posts(posts, need_tags=False)
+    dev = str(resolve_device(device))
+    tagger = load_tagger(model, tags, dev)
+    with contextlib.ExitStack() as stack:
+        advance = stack.enter_context(_progress(len(records), "tag", quiet))
+        f = sys.stdout if out == "-" else stack.enter_context(atomic_file(out, force=force))
+        write_jsonl(f, tag_posts(tagger, records, top_k, min_score, batch_size, dev, progress=advance))
+        f.flush()
+
+
+@eval_app.command("tag")
+def eval_tag(
+    pred: Annotated[str, typer.Option(help="JSONL from cltk tag: {\"id\", \"tags\": [...]} lines.")],
+    gold: Annotated[str, typer.Option(help="JSONL posts with their gold \"tags\".")],
+    k: Annotated[int, typer.Option(help="Cut-off for hit@k and recall@k.")] = 3,
+) -> None:
+    """Tagging quality: hit@1, hit@k, recall@k and MRR of predicted tags against gold tags.
+
+    Example: cltk eval tag --pred tagged.jsonl --gold data_samples/posts.jsonl
+    """
+    from .data import load_posts
+    from .io import read_jsonl
+    from .tag import tag_metrics
+
+    res = tag_metrics(read_jsonl(pred, required=("id", "tags")), load_posts(gold), k, pred)
+    _print_json({"eval": "tag", "pred": pred, "gold": gold, **res})
+
+
 # ---------------------------------------------------------------- listings
 
 @app.command()
@@ -415,12 +516,12 @@ def encoders(as_json: Annotated[bool, typer.Option("--json", help="JSON output."
     """
     from .encoders import ENCODERS
 
-    rows = [{"name": e.name, "description": e.description} for e in ENCODERS.values()]
+    rows = [{"name": e.name, "modality": e.modality, "description": e.description} for e in ENCODERS.values()]
     if as_json:
         _print_json(rows)
     else:
         for r in rows:
-            typer.echo(f"{r['name']:<16} {r['description']}")
+            typer.echo(f"{r['name']:<16} {r['modality']:<6} {r['description']}")
 
 
 def main() -> None:

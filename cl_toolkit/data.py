@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .io import ImageSource, InputError, read_images
+from .io import ImageSource, InputError, read_images, read_jsonl
 
 
 @dataclass
@@ -119,3 +120,95 @@ def load_labelled(spec: str, channels: int, size: int, classes: list[str] | None
         raise InputError(f"missing in {what} record {rec['id']!r} (this needs labelled records or class "
                          "subfolders)", rec.get("_src", spec), rec.get("_line"), "label")
     return data
+
+
+# ---------------------------------------------------------------- text records
+
+def _check_text(rec: dict, field: str, where: str) -> None:
+    v = rec.get(field)
+    if not isinstance(v, str):
+        raise InputError("missing (a non-empty string is needed)" if v is None else "must be a string",
+                         where, rec.get("_line"), field)
+    if not v.strip():
+        raise InputError("is empty", where, rec.get("_line"), field)
+
+
+def load_texts(spec: str, fields: tuple[str, ...] = ("text",), optional: tuple[str, ...] = ()) -> list[dict]:
+    """JSONL text records (``-`` is stdin): every record needs a non-empty string in each of
+    ``fields``; ``optional`` fields are checked only where present."""
+    recs = read_jsonl(spec, required=("id",))
+    name = "<stdin>" if spec == "-" else spec
+    for r in recs:
+        for f in fields:
+            _check_text(r, f, name)
+        for f in optional:
+            if f in r and r[f] is not None:
+                _check_text(r, f, name)
+    return recs
+
+
+def load_posts(spec: str, need_tags: bool = True) -> list[dict]:
+    """Post records ``{"id", "text", "tags": [...]}``: ``tags`` a list of non-empty strings
+    (stripped; duplicates dropped, order kept). Without ``need_tags``, tags are optional."""
+    recs = load_texts(spec, ("text",))
+    name = "<stdin>" if spec == "-" else spec
+    for r in recs:
+        if "tags" not in r or r["tags"] is None:
+            if need_tags:
+                raise InputError("missing (a list of tag strings is needed)", name, r["_line"], "tags")
+            continue
+        tags = r["tags"]
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
+            raise InputError("must be a list of non-empty strings", name, r["_line"], "tags")
+        r["tags"] = list(dict.fromkeys(t.strip() for t in tags))
+    return recs
+
+
+def read_tag_list(path: str) -> list[str]:
+    """A tag vocabulary file: one tag per line, blank lines and ``#`` comments skipped."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such file", path)
+    tags = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+    tags = list(dict.fromkeys(t for t in tags if t and not t.startswith("#")))
+    if not tags:
+        raise InputError("no tags (empty vocabulary)", path)
+    return tags
+
+
+def tag_text(tag: str) -> str:
+    """The text a tag tower reads for a tag: ``admin::monitoring`` -> ``admin monitoring``,
+    ``#SummerVibes`` -> ``summer vibes``, ``use_case-x`` -> ``use case x``."""
+    import re
+
+    t = tag.lstrip("#")
+    t = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", t)
+    t = re.sub(r"[:_\-/]+", " ", t)
+    return " ".join(t.split()).lower() or tag
+
+
+def records_hash(records: list[dict], fields: tuple[str, ...]) -> str:
+    """A short content hash of text records (ids and the given fields), for --resume checks."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    for r in records:
+        h.update(json.dumps([r["id"], *(r.get(f) for f in fields)], ensure_ascii=False).encode())
+    return h.hexdigest()[:16]
+
+
+def load_pairs(spec: str, channels: int | None = None, size: int | None = None) -> tuple[ImageData, list[str]]:
+    """Image-text pairs ``{"id", "text", "image"}`` (JSONL): the decoded images and their texts.
+    A missing or unreadable image, or a missing or empty text, is refused by file and line."""
+    from .io import read_image_jsonl
+
+    src = read_image_jsonl(spec)
+    name = "<stdin>" if spec == "-" else spec
+    for r in src.records:
+        _check_text(r, "text", name)
+    c0, s0 = probe_image(src)
+    channels, size = channels or c0, size or s0
+    images = decode(src, channels, size)
+    labels = torch.full((len(src),), -1, dtype=torch.long)
+    return ImageData(images, src.records, [], labels, src.name), [r["text"] for r in src.records]

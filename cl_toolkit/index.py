@@ -622,7 +622,7 @@ def check_compatible(info: dict, dim: int, model: str | None, what: str = "queri
 
 
 def read_queries(spec: str, model: str | None = None, device: str = "cpu",
-                 batch_size: int = 256) -> tuple[np.ndarray, list[dict], dict]:
+                 batch_size: int = 256, field: str | None = None) -> tuple[np.ndarray, list[dict], dict]:
     """Queries for ``match``: an embeddings folder or ``.npy``; or JSONL (``-`` = stdin) whose
     lines carry ``embedding`` (what ``cltk embed --out -`` prints); or JSONL records embedded on
     the fly with ``model`` (image records ``{"id", "image"}``). Returns (vectors, meta, info)."""
@@ -643,7 +643,7 @@ def read_queries(spec: str, model: str | None = None, device: str = "cpu",
         return _embeddings_from_records(recs, name), [_strip(r) for r in recs], {"model": model}
     if model is None:
         raise InputError("records have no 'embedding'; pass --model RUN to embed them", name)
-    return _embed_records(recs, name, model, device, batch_size)
+    return _embed_records(recs, name, model, device, batch_size, field)
 
 
 def _strip(rec: dict) -> dict:
@@ -669,19 +669,27 @@ def _embeddings_from_records(recs: list[dict], name: str) -> np.ndarray:
     return x
 
 
-def _embed_records(recs: list[dict], name: str, model: str, device: str,
-                   batch_size: int) -> tuple[np.ndarray, list[dict], dict]:
-    """Embed image records with an exported encoder (text encoders are not in the registry yet)."""
+def _embed_records(recs: list[dict], name: str, model: str, device: str, batch_size: int,
+                   field: str | None = None) -> tuple[np.ndarray, list[dict], dict]:
+    """Embed query records with a model: their ``image`` with an image encoder, their ``text``
+    with a text encoder; ``field`` says which when records have both (and picks the tower of
+    a two-tower run)."""
     from .data import decode
     from .embed import embed_images
     from .encoders import load_encoder
     from .io import ImageSource
 
-    encoder, spec = load_encoder(model, device)
-    modality = spec.get("modality", "image")
-    if modality != "image":
-        raise InputError(f"model {model} embeds {modality}; only image records are embedded on the fly so far "
-                         "(embed the queries first and pass the embeddings)")
+    tower = field or ("image" if "image" in recs[0] else "text")
+    encoder, spec = load_encoder(model, device, tower=tower if Path(model, "encoder", tower).is_dir() else None)
+    if field is not None and (field == "image") != (spec.get("modality", "image") == "image"):
+        raise InputError(f"--field {field}: the model embeds {spec.get('modality', 'image')}", model)
+    if spec.get("modality", "image") == "text":
+        for r in recs:
+            if not isinstance(r.get("text"), str) or not r["text"].strip():
+                hint = " (the record has 'image' but the model embeds text)" if "image" in r else ""
+                raise InputError(f"missing or empty{hint}", name, r["_line"], "text")
+        emb = encoder.encode([r["text"] for r in recs], min(batch_size, 256), device=device)
+        return emb, [public(r) for r in recs], {"model": model, "dim": int(emb.shape[1])}
     base = Path.cwd() if name == "<stdin>" else Path(name).parent
     for r in recs:
         if "image" not in r:

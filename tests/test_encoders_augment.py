@@ -26,7 +26,7 @@ def test_small_stem_for_small_images():
 
 def test_registry_and_unknown_name():
     assert {"convnet-small", "resnet18", "resnet50"} <= set(ENCODERS)
-    with pytest.raises(InputError, match="unknown encoder 'vit-huge'"):
+    with pytest.raises(InputError, match="unknown image encoder 'vit-huge'"):
         create_encoder("vit-huge", 3, 32)
 
 

@@ -97,7 +97,7 @@ def run(tmp_path_factory):
 
 
 def test_match_embeds_image_records_with_the_model(run, samples, tmp_path, cli):
-    emb, data, info = embed(str(run), str(samples / "images.jsonl"), out=str(tmp_path / "emb"))
+    emb, records, _ = embed(str(run), str(samples / "images.jsonl"), out=str(tmp_path / "emb"))
     r = cli("build-index", tmp_path / "emb", "--out", tmp_path / "idx")
     assert r.returncode == 0, r.stderr
     r = cli("match", samples / "images.jsonl", "--model", run, "--index", tmp_path / "idx", "--k", "3")
@@ -118,6 +118,6 @@ def test_match_embeds_image_records_with_the_model(run, samples, tmp_path, cli):
     ix.build(np.ones((20, 7), np.float32), [{"id": str(i)} for i in range(20)], tmp_path / "idx7")
     r = cli("match", samples / "images.jsonl", "--model", run, "--index", tmp_path / "idx7")
     assert r.returncode == 2 and "dimension" in r.stderr and len(r.stderr.splitlines()) == 1
-    ix.build(emb, [{"id": r["id"]} for r in data.records], tmp_path / "idxo", emb_info={"model": "runs/elsewhere"})
+    ix.build(emb, [{"id": r["id"]} for r in records], tmp_path / "idxo", emb_info={"model": "runs/elsewhere"})
     r = cli("match", samples / "images.jsonl", "--model", run, "--index", tmp_path / "idxo")
     assert r.returncode == 2 and "model" in r.stderr and len(r.stderr.splitlines()) == 1

@@ -70,7 +70,20 @@ def make_config(cls: type, overrides: dict[str, Any], where: str = "method confi
 
 
 def _load_all() -> None:
-    from . import barlow, byol, directpred, mocov2, mocov3, simclr, simsiam, swav, vicreg  # noqa: F401  (registration)
+    from . import (  # noqa: F401  (registration)
+        barlow,
+        byol,
+        cdtom,
+        clip,
+        directpred,
+        mocov2,
+        mocov3,
+        simclr,
+        simcse,
+        simsiam,
+        swav,
+        vicreg,
+    )
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -98,3 +111,25 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     for p in twin.parameters():
         p.requires_grad_(False)
     return twin
+
+
+def text_encoder(cfg: Any, head: bool = False) -> Any:
+    """The run's text encoder (default ``minilm-l6``); completes ``cfg.encoder`` and
+    ``cfg.encoder_args`` (a TrainConfig) so config.json records every setting."""
+    from ..encoders import DEFAULT_TEXT_ENCODER, create_text_encoder, encoder_args, is_text_encoder
+
+    cfg.encoder = cfg.encoder or DEFAULT_TEXT_ENCODER
+    if not is_text_encoder(cfg.encoder):
+        raise InputError(f"method {cfg.method!r} needs a text encoder (minilm-l6, a Hugging Face model folder or "
+                         f"name), not the image encoder {cfg.encoder!r}")
+    cfg.encoder_args = encoder_args(cfg.encoder, {"head": head, **cfg.encoder_args})
+    return create_text_encoder(cfg.encoder, **cfg.encoder_args)
+
+
+def export_text_encoder(enc: Any, name: str, folder: Any, extra: dict) -> None:
+    """Atomically write a text encoder folder (replacing an older one)."""
+    from ..encoders import save_text_encoder
+    from ..io import atomic_dir
+
+    with atomic_dir(folder, force=True) as tmp:
+        save_text_encoder(enc.float().cpu(), name, tmp, extra)

@@ -1,0 +1,104 @@
+"""Text encoders, the text losses, SimCSE."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cl_toolkit.encoders import create_text_encoder, load_encoder
+from cl_toolkit.losses import info_nce, multi_positive_info_nce
+from cl_toolkit.train import TrainConfig, pretrain, resolve_config
+
+
+def test_mean_pooling_ignores_padding(tiny_bert):
+    enc = create_text_encoder(str(tiny_bert))
+    short, long = "a short post", "a much longer post with many more words in it than the other one"
+    alone = enc.encode([short], normalize=False)
+    together = enc.encode([long, short], batch_size=2, normalize=False)   # padded to the long one
+    np.testing.assert_allclose(alone[0], together[1], atol=1e-5)
+
+
+def test_minilm_is_the_real_sentence_encoder():
+    enc = create_text_encoder("minilm-l6")
+    e = enc.encode(["a cat sits on the mat", "a kitten is sitting on a rug", "the stock market fell today"])
+    assert e.shape == (3, 384)
+    assert e[0] @ e[1] > 0.5 > e[0] @ e[2]
+
+
+def test_info_nce_with_extra_negatives_hand_value():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    k = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, -1.0]])     # rows 0, 1 positives; row 2 a hard negative
+    t = 0.5
+    s = (q @ k.T / t).tolist()
+    want = (-s[0][0] + math.log(sum(math.exp(x) for x in s[0]))
+            - s[1][1] + math.log(sum(math.exp(x) for x in s[1]))) / 2
+    assert info_nce(q, k, t).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_multi_positive_loss_hand_value_and_masking():
+    q = F.normalize(torch.tensor([[1.0, 0.2], [0.3, 1.0]]), dim=-1)
+    k = F.normalize(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]), dim=-1)
+    pos = torch.tensor([[True, True, False], [False, False, True]])
+    t = 0.1
+    s = (q @ k.T / t).tolist()
+    lse = lambda xs: math.log(sum(math.exp(x) for x in xs))  # noqa: E731
+    terms = [-s[0][0] + lse([s[0][0], s[0][2]]),      # post 0, gold tag 0: tag 1 (also gold) is not a negative
+             -s[0][1] + lse([s[0][1], s[0][2]]),
+             -s[1][2] + lse([s[1][2], s[1][0], s[1][1]])]
+    assert multi_positive_info_nce(q, k, pos, t).item() == pytest.approx(sum(terms) / 3, rel=1e-5)
+
+    # the second gold tag is never a negative: the loss is that of each gold tag with the other removed
+    pure = multi_positive_info_nce(q[:1], k[[0, 2]], pos[:1, [0, 2]], t)
+    alone = multi_positive_info_nce(q[:1], k[[1, 2]], pos[:1, [1, 2]], t)
+    assert multi_positive_info_nce(q[:1], k, pos[:1], t).item() == pytest.approx((pure + alone).item() / 2, rel=1e-5)
+
+    prior = torch.log(torch.tensor([0.5, 0.3, 0.2]))
+    s2 = [[x - p for x, p in zip(row, prior.tolist())] for row in (q @ k.T / t).tolist()]
+    terms2 = [-s2[0][0] + lse([s2[0][0], s2[0][2]]), -s2[0][1] + lse([s2[0][1], s2[0][2]]),
+              -s2[1][2] + lse([s2[1][2], s2[1][0], s2[1][1]])]
+    assert multi_positive_info_nce(q, k, pos, t, prior).item() == pytest.approx(sum(terms2) / 3, rel=1e-5)
+
+
+def _texts(path, n=24):
+    words = ["red", "blue", "green", "fast", "slow", "cat", "dog", "car", "tree", "house", "river", "music"]
+    rng = np.random.default_rng(0)
+    with open(path, "w") as f:
+        for i in range(n):
+            w = rng.choice(words, 5)
+            rec = {"id": f"s{i}", "text": " ".join(w), "positive": " ".join(w[::-1]),
+                   "negative": " ".join(rng.choice(words, 5))}
+            f.write(json.dumps(rec) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("mode", ["unsup", "sup"])
+def test_simcse_trains_and_exports_a_text_encoder(tiny_bert, tmp_path, mode):
+    data = _texts(tmp_path / "texts.jsonl")
+    cfg = resolve_config({"method": "simcse", "data": str(data), "out": str(tmp_path / "run"),
+                          "encoder": str(tiny_bert), "epochs": 3, "batch_size": 8, "lr": 1e-3, "log_every": 1,
+                          "method_config": {"mode": mode}})
+    before = create_text_encoder(str(tiny_bert)).model.state_dict()
+    summary = pretrain(cfg, quiet=True)
+    assert summary["complete"] and summary["steps"] == 9
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(v) for v in losses)
+    enc, spec = load_encoder(tmp_path / "run")
+    assert spec["modality"] == "text" and spec["embedding_dim"] == 32
+    after = enc.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["method_config"]["mode"] == mode and saved["encoder_args"]["max_length"] == 32
+    assert isinstance(TrainConfig(**saved), TrainConfig)
+
+
+def test_top_layers_on_cached_hidden_states_equal_the_full_forward(tiny_bert):
+    enc = create_text_encoder(str(tiny_bert), head=True).eval()
+    b = enc.tokenize(["one short text", "and a second, somewhat longer text to pad against"])
+    with torch.no_grad():
+        full = enc(b)
+        for layer in (0, 1, 2):
+            part = enc.forward_from(enc.hidden_at(b, layer), b["attention_mask"], layer)
+            torch.testing.assert_close(part, full, atol=1e-5, rtol=1e-5)
