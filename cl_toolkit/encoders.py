@@ -232,6 +232,7 @@ class TextEncoder(nn.Module):
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()     # our own progress bar, on a terminal only
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model)
             self.model = AutoModel.from_pretrained(model)
