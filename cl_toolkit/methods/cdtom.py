@@ -38,7 +38,7 @@ from . import StepOutput, export_text_encoder, make_config, register_method, tex
 class Config:
     temperature: float = 0.05
     shared_towers: bool = False      # one tower (encoder + head) for posts and tags, or two
-    finetune_layers: int = 0         # top transformer layers that train (0: heads on cached features)
+    finetune_layers: int = 2         # top transformer layers that train (0: heads on cached features)
     logq_correction: bool = False    # subtract log tag frequency from the logits (Yi et al. 2019)
     tags: str = ""                   # tag vocabulary file (default: every tag of the data)
     calibration_holdout: float = 0.05  # fraction of posts (by id hash) kept out to calibrate scores
@@ -113,7 +113,7 @@ class PostsTask:
                  "logQ: Yi et al. 2019, RecSys")
 class CDTOM(nn.Module):
     defaults = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 256, "warmup": 0.05,
-                "epochs": 20, "encoder_args": {"max_length": 64}}
+                "epochs": 10, "encoder_args": {"max_length": 64}}
     task = PostsTask
 
     def __init__(self, encoder: nn.Module, cfg: Config, start_layer: int):

@@ -46,6 +46,7 @@ class Config:
     init_image: str = ""            # start the image backbone from this run dir / encoder folder
     temperature: float = 0.07       # initial; learnable unless learn_temperature is false
     learn_temperature: bool = True
+    same_caption: float = 1.0       # captions this similar (cosine of the frozen text features) count as duplicates
 
 
 class PairsTask:
@@ -75,6 +76,10 @@ class PairsTask:
         pos = {t: i for i, t in enumerate(unique)}
         self.text_ids = torch.tensor([pos[t] for t in texts])
         self.cache = text.cache(unique, self.start)
+        self.same = mc.same_caption
+        if self.same < 1:   # frozen caption features, to find near-duplicate captions in a batch
+            pooled = self.cache if isinstance(self.cache, Tensor) else text.cache(unique, n_layers)
+            self.caption_features = F.normalize(pooled, dim=-1)
         self.model = entry.cls(image, text, mc, self.start).to(device)
         if cfg.channels_last:
             self.model.encoder.to(memory_format=torch.channels_last)
@@ -87,8 +92,12 @@ class PairsTask:
         if self.cfg.channels_last:
             view = view.contiguous(memory_format=torch.channels_last)
         tid = self.text_ids[idx]
+        dup = tid[:, None] == tid[None, :]
+        if self.same < 1:
+            f = self.caption_features[tid]
+            dup |= f @ f.T >= self.same
         return {"image": view, "text": collate_cache(self.cache, tid.tolist(), self.device),
-                "duplicates": (tid[:, None] == tid[None, :]).to(self.device)}
+                "duplicates": dup.to(self.device)}
 
     def export(self, out: Path, extra: dict) -> None:
         m = self.model
