@@ -19,7 +19,6 @@ Writes benchmarks/results/ssl_cpu_<method>[_<tag>].json.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 import tempfile
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cl_toolkit.data import load_images  # noqa: E402
 from cl_toolkit.embed import embed_images  # noqa: E402
 from cl_toolkit.eval import knn_accuracy  # noqa: E402
-from cl_toolkit.train import TrainConfig, environment, pretrain, resolve_config  # noqa: E402
+from cl_toolkit.train import environment, pretrain, resolve_config, settings_from  # noqa: E402
 
 TRAIN = "fashion-mnist:train?per_class=1000&seed=0"
 TEST = "fashion-mnist:test"
@@ -52,22 +51,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=None, help="fixed-step run instead of a time budget")
     ap.add_argument("--marks", default="", help="training minutes at which to measure kNN, e.g. 5,10,20")
     ap.add_argument("--every", type=int, default=0, help="also measure kNN every N steps")
-    ap.add_argument("--set", action="append", default=[], help="config override key=value (python literal)")
+    ap.add_argument("--set", action="append", default=[], help="KEY=VALUE as cltk pretrain --set")
     ap.add_argument("--tag", default="")
     ap.add_argument("--baselines", action="store_true", help="also measure raw pixels and the untrained encoder")
     ap.add_argument("--run-dir", default=None, help="keep the run dir here (with report.html) instead of a temp dir")
     args = ap.parse_args()
 
-    overrides = {}
-    for kv in args.set:
-        k, _, v = kv.partition("=")
-        try:
-            overrides[k] = ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            overrides[k] = v
-    method_keys = {k: overrides.pop(k) for k in list(overrides) if k not in TrainConfig.__dataclass_fields__}
-    if method_keys:  # as `cltk pretrain --set`: keys the trainer does not know are the method's
-        overrides["method_config"] = {**overrides.get("method_config", {}), **method_keys}
+    overrides = settings_from(args.set)
     train, test = load_images(TRAIN), None
     test = load_images(TEST, classes=train.classes)
     result: dict = {"protocol": {"train": TRAIN, "test": TEST, "k": 20, "temperature": 0.07},

@@ -21,7 +21,6 @@ encoding of the same texts (tokenise + forward) measured in the same run: the ra
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import subprocess
 import sys
@@ -37,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from cl_toolkit.data import load_posts  # noqa: E402
 from cl_toolkit.encoders import create_text_encoder  # noqa: E402
 from cl_toolkit.tag import load_tagger, tag_metrics, tag_posts  # noqa: E402
-from cl_toolkit.train import environment, pretrain, resolve_config  # noqa: E402
+from cl_toolkit.train import environment, pretrain, resolve_config, settings_from  # noqa: E402
 
 DATA = ROOT / "benchmarks" / "data" / "debtags"
 
@@ -96,17 +95,7 @@ def main() -> None:
     if not (DATA / "train.jsonl").is_file():
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "debtags.py"), "--out", str(DATA)], check=True)
     rows = args.rows.split(",")
-    sets: dict = {}
-    for kv in args.set:
-        k, _, v = kv.partition("=")
-        try:
-            sets[k] = ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            sets[k] = v
-    known = set(resolve_config({"method": "cdtom"}).__dataclass_fields__)
-    overrides = {k: v for k, v in sets.items() if k in known}
-    if set(sets) - known:
-        overrides["method_config"] = {k: v for k, v in sets.items() if k not in known}
+    overrides = settings_from(args.set)
     test = load_posts(str(DATA / "test.jsonl"))
     result: dict = {"data": json.loads((DATA / "info.json").read_text()), "test_posts": len(test),
                     "overrides": overrides}

@@ -52,20 +52,6 @@ def _progress(total: int, label: str, quiet: bool):
         yield lambda n: p.advance(task, n)
 
 
-def _parse_sets(sets: list[str]) -> dict:
-    """``--set key=value`` pairs: values are JSON where they parse, else strings."""
-    out: dict = {}
-    for kv in sets:
-        k, eq, v = kv.partition("=")
-        if not eq or not k:
-            raise InputError(f"--set expects KEY=VALUE, got {kv!r}")
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
-
-
 # ---------------------------------------------------------------- pretrain
 
 @app.command()
@@ -110,7 +96,7 @@ def pretrain(
 
     Example: cltk pretrain --method cdtom --data data_samples/posts.jsonl --out runs/tagger
     """
-    from .train import TrainConfig, resolve_config
+    from .train import TrainConfig, resolve_config, settings_from
     from .train import pretrain as run_pretrain
 
     if not resume and not data:
@@ -118,14 +104,9 @@ def pretrain(
     overrides = dict(method=method, data=data, out=str(out), encoder=encoder, epochs=epochs, minutes=minutes,
                      batch_size=batch_size, lr=lr, optimizer=optimizer, image_size=image_size, seed=seed,
                      device=device, precision=precision, threads=threads, checkpoint_every=checkpoint_every)
-    extra = _parse_sets(set_)
-    known = set(TrainConfig.__dataclass_fields__)
-    overrides.update({k: v for k, v in extra.items() if k in known})
-    mcfg = {k: v for k, v in extra.items() if k not in known}
+    overrides.update(settings_from(set_))
     if tags is not None:
-        mcfg["tags"] = tags
-    if mcfg:
-        overrides["method_config"] = mcfg
+        overrides["method_config"] = {**overrides.get("method_config", {}), "tags": tags}
     if resume:
         cfg = TrainConfig(out=str(out), epochs=epochs, minutes=minutes)
     else:

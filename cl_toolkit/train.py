@@ -121,6 +121,25 @@ def resolve_config(overrides: dict[str, Any], toml_path: str | None = None) -> T
     return cfg
 
 
+def settings_from(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (``--set``) -> overrides for ``resolve_config``: values are JSON
+    where they parse, else strings; keys the trainer does not know go to ``method_config``."""
+    trainer: dict[str, Any] = {}
+    method: dict[str, Any] = {}
+    for kv in pairs:
+        k, eq, v = kv.partition("=")
+        if not eq or not k:
+            raise InputError(f"--set expects KEY=VALUE, got {kv!r}")
+        try:
+            val = json.loads(v)
+        except json.JSONDecodeError:
+            val = v
+        (trainer if k in TrainConfig.__dataclass_fields__ else method)[k] = val
+    if method:
+        trainer["method_config"] = {**trainer.get("method_config", {}), **method}
+    return trainer
+
+
 # ---------------------------------------------------------------- optimizers, schedule
 
 class LARS(torch.optim.Optimizer):

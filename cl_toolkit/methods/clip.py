@@ -114,7 +114,7 @@ class PairsTask:
                  "Radford et al. 2021, CLIP, arXiv:2103.00020; Zhai et al. 2022, LiT, arXiv:2111.07991")
 class CLIP(nn.Module):
     defaults = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "batch_size": 256, "warmup": 0.02,
-                "augment": "simclr", "aug_strength": 0.0, "min_scale": 0.5}
+                "augment": "simclr", "aug_strength": 0.0, "min_scale": 0.5, "epochs": 60}
     task = PairsTask
 
     def __init__(self, image: nn.Module, text: nn.Module, cfg: Config, start_layer: int):
