@@ -126,3 +126,17 @@ def test_empty_vocabulary_is_refused(cli, tmp_path, samples):
     assert r.returncode == 2 and "no tags (empty vocabulary)" in r.stderr
     r = cli("tag", samples / "posts.jsonl", "--model", "minilm-l6")
     assert r.returncode == 2 and "--tags" in r.stderr
+
+
+def test_cdtom_resume_ends_with_the_same_weights(tiny_bert, tmp_path, samples):
+    def cfg(out):
+        return resolve_config({"method": "cdtom", "data": str(samples / "posts.jsonl"), "out": str(out),
+                               "encoder": str(tiny_bert), "epochs": 3, "batch_size": 32, "checkpoint_every": 2})
+
+    pretrain(cfg(tmp_path / "a"), quiet=True)
+    pretrain(cfg(tmp_path / "b"), quiet=True, stop_at_step=5)
+    pretrain(cfg(tmp_path / "b"), quiet=True, resume=True)
+    a, _ = load_encoder(tmp_path / "a", tower="text")
+    b, _ = load_encoder(tmp_path / "b", tower="text")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
