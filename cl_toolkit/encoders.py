@@ -289,6 +289,15 @@ class TextEncoder(nn.Module):
             hidden = out[0] if isinstance(out, tuple) else out
         return self.project(self.pool(hidden, mask))
 
+    def length_sorted_batches(self, texts: list[str], batch_size: int):
+        """Tokenise once, sort by token length, and yield (input rows, batch padded only to its
+        own longest text)."""
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for s in range(0, len(order), batch_size):
+            rows = order[s:s + batch_size]
+            yield rows, dict(self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt"))
+
     # -- frozen lower layers, their output computed once (the CPU recipe of cdtom and clip)
     def freeze_below(self, layer: int) -> None:
         """Only transformer layers >= ``layer`` (and the head) train; embeddings never do."""
@@ -305,12 +314,8 @@ class TextEncoder(nn.Module):
         top = self.model.config.num_hidden_layers
         was = self.training
         self.eval()
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        out: list = [None] * len(ids)
-        for s in range(0, len(order), batch_size):
-            rows = order[s:s + batch_size]
-            b = dict(self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt"))
+        out: list = [None] * len(texts)
+        for rows, b in self.length_sorted_batches(texts, batch_size):
             h = self.hidden_at(b, layer)
             if layer == top:
                 for r, v in zip(rows, self.pool(h, b["attention_mask"])):
@@ -334,12 +339,8 @@ class TextEncoder(nn.Module):
         batch pads to about its own length)."""
         was = self.training
         self.eval()
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        out = np.zeros((len(ids), self.out_dim), np.float32)
-        for s in range(0, len(order), batch_size):
-            rows = order[s:s + batch_size]
-            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt")
+        out = np.zeros((len(texts), self.out_dim), np.float32)
+        for rows, batch in self.length_sorted_batches(texts, batch_size):
             batch = {k: v.to(device) for k, v in batch.items()}
             z = self(batch).float()
             out[rows] = (F.normalize(z, dim=-1) if normalize else z).cpu().numpy()
