@@ -71,15 +71,21 @@ def main() -> None:
     curve: list[dict] = []
     clock = {"start": 0.0, "eval": 0.0}
 
-    def monitor(encoder, state) -> dict:
+    def monitor(model, state) -> dict:
         t0 = time.perf_counter()
-        bank = embed_images(encoder, train.images, normalize=False)
-        query = embed_images(encoder, test.images, normalize=False)
+        bank = embed_images(model.encoder, train.images, normalize=False)
+        query = embed_images(model.encoder, test.images, normalize=False)
+        target = {}
+        if hasattr(model, "target_encoder"):  # the EMA (momentum) encoder of BYOL / MoCo
+            tb = embed_images(model.target_encoder, train.images, normalize=False)
+            tq = embed_images(model.target_encoder, test.images, normalize=False)
+            target = {f"target_{k}": v for k, v in knn(tb, train.labels, tq, test.labels).items()}
         wall = (t0 - clock["start"] - clock["eval"]) / 60
         row = {"minutes": round(state.elapsed / 60, 2), "wall_minutes": round(wall, 2), "step": state.step,
                "epoch": state.epoch,
                "images_per_s": round(state.images / max(state.elapsed, 1e-9), 1),
-               **knn(bank, train.labels, query, test.labels), "eval_seconds": round(time.perf_counter() - t0, 1)}
+               **knn(bank, train.labels, query, test.labels), **target,
+               "eval_seconds": round(time.perf_counter() - t0, 1)}
         clock["eval"] += time.perf_counter() - t0
         curve.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)

@@ -40,17 +40,20 @@ def preset(name: str, size: int, channels: int, strength: float = 1.0,
     """The two view recipes of a method family, sized to the images, plus ``small_crops``
     multi-crop views.
 
-    ``simclr``: two identical views (Chen et al. 2020). ``byol``: asymmetric views, blur 1.0/0.1
-    and solarize 0.0/0.2 (Grill et al. 2020). Small images (< 64 px) get no blur and a larger
-    minimum crop; ``strength`` scales the colour jitter. Multi-crop (SwAV, Caron et al. 2020):
-    each small crop covers (0.05, min_scale) of the image at half the resolution (at least 8 px;
-    the paper's 96 px next to 224 px global crops), with the first view's colour jitter."""
+    ``simclr``: two identically distributed views (Chen et al. 2020). ``byol``: asymmetric views,
+    blur 1.0/0.1 and solarize 0.0/0.2 (Grill et al. 2020). ``none``: the images unchanged, twice.
+    Small images (< 64 px) get no blur and a larger minimum crop; ``strength`` scales the colour
+    jitter. Multi-crop (SwAV, Caron et al. 2020): each small crop covers (0.05, min_scale) of the
+    image at half the resolution (at least 8 px; the paper's 96 px next to 224 px global crops),
+    with the first view's colour jitter."""
     small = size < 64
     scale = (min_scale if min_scale is not None else (0.2 if small else 0.08), 1.0)
     color = channels == 3
     base = dict(crop_scale=scale, brightness=0.4 * strength, contrast=0.4 * strength,
                 saturation=0.2 * strength if color else 0.0, hue=0.1 * strength if color else 0.0,
                 grayscale=0.2 if color else 0.0)
+    if name == "none":  # the images as they are, twice: pre-augmented data, exactness tests
+        return [ViewSpec(crop_scale=(1.0, 1.0), flip=0.0, jitter=0.0, grayscale=0.0)] * 2
     if name == "simclr":
         blur = 0.0 if small else 0.5
         specs = [ViewSpec(**base, blur=blur), ViewSpec(**base, blur=blur)]
@@ -58,16 +61,19 @@ def preset(name: str, size: int, channels: int, strength: float = 1.0,
         specs = [ViewSpec(**base, blur=0.0 if small else 1.0, solarize=0.0),
                  ViewSpec(**base, blur=0.0 if small else 0.1, solarize=0.2)]
     else:
-        raise ValueError(f"unknown augmentation preset {name!r}; choose simclr or byol")
+        raise ValueError(f"unknown augmentation preset {name!r}; choose simclr, byol or none")
     small_spec = ViewSpec(**{**base, "crop_scale": (min(0.05, scale[0]), scale[0])}, size=max(8, size // 2))
     return specs + [small_spec] * small_crops
 
 
 def _pipeline(spec: ViewSpec, size: int, channels: int) -> nn.Module:
-    ops: list[nn.Module] = [
-        K.RandomResizedCrop((size, size), scale=spec.crop_scale, cropping_mode="resample"),
-        K.RandomHorizontalFlip(p=spec.flip),
-    ]
+    ops: list[nn.Module] = []
+    if spec.crop_scale != (1.0, 1.0):
+        ops.append(K.RandomResizedCrop((size, size), scale=spec.crop_scale, cropping_mode="resample"))
+    else:
+        ops.append(K.Resize((size, size)))
+    if spec.flip > 0:
+        ops.append(K.RandomHorizontalFlip(p=spec.flip))
     if spec.jitter > 0 and (spec.brightness or spec.contrast or spec.saturation or spec.hue):
         ops.append(K.ColorJitter(spec.brightness, spec.contrast, spec.saturation, spec.hue, p=spec.jitter))
     if channels == 3 and spec.grayscale > 0:

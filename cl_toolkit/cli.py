@@ -65,7 +65,13 @@ def pretrain(
         help="Encoder name (see `cltk encoders`). Default by image size.")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Train for N epochs (default 100 unless --minutes).")] = None,
     minutes: Annotated[Optional[float], typer.Option(help="Train for M minutes of training time instead.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per batch (each gives two views).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per batch (each gives two views); under torchrun "
+                                                      "the global batch, split over the ranks.")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option(help="Gradient caching: encode the batch in chunks of N per "
+                                                      "rank, exact full-batch gradients in the memory of N "
+                                                      "(simclr, mocov3, clip, simcse).")] = None,
+    sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="Under torchrun: batch norm "
+                                                    "over the global batch (default: the method's).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
     optimizer: Annotated[Optional[str], typer.Option(help="adamw | lars | sgd.")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Resize images to this square size.")] = None,
@@ -95,6 +101,9 @@ def pretrain(
     Example: cltk pretrain --method byol --data fashion-mnist:train --out runs/byol --minutes 10
 
     Example: cltk pretrain --method cdtom --data data_samples/posts.jsonl --out runs/tagger
+
+    Example (2 processes, gathered negatives): torchrun --nproc-per-node 2 -m cl_toolkit pretrain --method simclr
+    --data fashion-mnist:train --out runs/simclr --batch-size 512
     """
     from .train import TrainConfig, resolve_config, settings_from
     from .train import pretrain as run_pretrain
@@ -103,7 +112,8 @@ def pretrain(
         raise InputError("--data is required (an image folder, a JSONL file or fashion-mnist:train)")
     overrides = dict(method=method, data=data, out=str(out), encoder=encoder, epochs=epochs, minutes=minutes,
                      batch_size=batch_size, lr=lr, optimizer=optimizer, image_size=image_size, seed=seed,
-                     device=device, precision=precision, threads=threads, checkpoint_every=checkpoint_every)
+                     device=device, precision=precision, threads=threads, checkpoint_every=checkpoint_every,
+                     chunk_size=chunk_size, sync_bn=sync_bn)
     overrides.update(settings_from(set_))
     if tags is not None:
         overrides["method_config"] = {**overrides.get("method_config", {}), "tags": tags}
@@ -126,6 +136,10 @@ def pretrain(
         monitor = knn_monitor(kdata, query)
     summary = run_pretrain(cfg, resume=resume, force=force, quiet=quiet, data=kdata, monitor=monitor,
                            monitor_every=knn_every or 0)
+    from . import dist
+
+    if not dist.is_main():   # under torchrun, rank 0 reports for all
+        return
     if report:
         from .report import write_report
 
@@ -287,6 +301,14 @@ def build_index(
     max_memory: Annotated[Optional[str], typer.Option(help="Memory budget for the index, e.g. 512M or 4G "
                                                       "(default: half the RAM); auto compresses to fit.")] = None,
     append: Annotated[bool, typer.Option(help="Add the vectors to the existing index --out.")] = False,
+    shards: Annotated[Optional[int], typer.Option(help="Build an IVF index in K shards, each added by its own "
+                                                  "process over one shared trained quantizer, then merged.")] = None,
+    train_only: Annotated[bool, typer.Option(help="With --shards K: only train the shared quantizer and write the "
+                                             "shard plan to --out (then --shard I/K on each machine, then "
+                                             "--merge).")] = False,
+    shard: Annotated[Optional[str], typer.Option(help="I/K: build only shard I of K into --out/shards/ (--out from "
+                                                 "--train-only).")] = None,
+    merge: Annotated[bool, typer.Option(help="Merge the shards in --out into the index folder --out.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for the training sample and the held-out queries.")] = 0,
     force: Annotated[bool, typer.Option(help="Overwrite an existing index folder.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -296,17 +318,47 @@ def build_index(
     setting to --target-recall; prints the summary as JSON.
 
     Example: cltk build-index emb/posts --out idx/posts --max-memory 2G
+
+    Example: cltk build-index emb/big --out idx/big --shards 4   (IVF, 4 processes, merged)
     """
+    from . import index as ix
+
+    if sum([shards is not None, shard is not None, merge]) > 1:
+        raise InputError("give one of --shards K, --shard I/K and --merge")
+    if append and (shards is not None or shard is not None or merge):
+        raise InputError("--append cannot be combined with a sharded build")
+    if train_only and shards is None:
+        raise InputError("--train-only needs --shards K")
+    if (shard is not None or merge) and (kind != "auto" or metric is not None or max_memory is not None):
+        raise InputError("--kind, --metric and --max-memory belong to the training step (--shards K --train-only); "
+                         "the shard plan in --out fixes them")
+    if shard is not None:
+        i, k = ix.parse_shard(shard)
+        _print_json({"out": out, **ix.build_shard(out, ix.open_vectors(emb), i, shards=k, force=force)})
+        return
     from .embed import read_embeddings
-    from .index import build, check_vectors, describe
 
     vectors, meta, info = read_embeddings(emb)
-    check_vectors(vectors, meta, emb)
+    ix.check_vectors(vectors, meta, emb)
+    emb_info = {**info, "source": emb}
+    if shards is not None and train_only:
+        plan = ix.train_shared(vectors, meta, out, shards=shards, kind=kind, metric=metric, max_memory=max_memory,
+                               emb_info=emb_info, seed=seed, force=force)
+        _print_json({"out": out, **{k: plan[k] for k in ("factory", "metric", "dim", "count", "shards", "ranges",
+                                                         "train_size", "train_seconds")}})
+        return
     with _progress(len(vectors), "build-index", quiet) as advance:
-        res = build(vectors, meta, out, kind=kind, metric=metric, target_recall=target_recall,
-                    max_memory=max_memory, append=append, emb_info={**info, "source": emb}, seed=seed,
-                    progress=advance, force=force)
-    _print_json({"out": out, **describe(res)})
+        if merge:
+            res = ix.merge_shards(out, vectors, meta, target_recall=target_recall, progress=advance)
+        elif shards is not None:
+            res = ix.build_sharded(vectors, meta, out, shards=shards, source=emb, kind=kind, metric=metric,
+                                   target_recall=target_recall, max_memory=max_memory, emb_info=emb_info, seed=seed,
+                                   progress=advance, force=force)
+        else:
+            res = ix.build(vectors, meta, out, kind=kind, metric=metric, target_recall=target_recall,
+                           max_memory=max_memory, append=append, emb_info=emb_info, seed=seed,
+                           progress=advance, force=force)
+    _print_json({"out": out, **ix.describe(res)})
 
 
 @app.command()

@@ -240,6 +240,9 @@ class TextEncoder(nn.Module):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(f"cannot load a Hugging Face text model ({first})", model) from None
         self.source, self.max_length = str(model), max_length
+        pooler = getattr(self.model, "pooler", None)
+        if isinstance(pooler, nn.Module):   # BERT's [CLS] pooler: unused by mean pooling, so not trained
+            pooler.requires_grad_(False)
         d = self.model.config.hidden_size
         self.out_dim = d
         self.head = nn.Linear(d, d) if head else None

@@ -33,36 +33,45 @@ def fp32(fn: _F) -> _F:
 
 
 @fp32
-def info_nce(q: Tensor, k: Tensor, temperature: float = 0.1, mask: Tensor | None = None) -> Tensor:
+def info_nce(q: Tensor, k: Tensor, temperature: float = 0.1, mask: Tensor | None = None,
+             offset: int = 0) -> Tensor:
     """InfoNCE (Oord et al. 2018), one direction: q -> k.
 
-    q: [N, D], k: [M, D] with M >= N, L2-normalised; row i of k is the positive of row i of q,
-    every other row of k is a negative (rows N.. are extra negatives, e.g. SimCSE's hard
-    negatives). ``mask`` [N, M] bool is True where an off-diagonal pair (i, j) is a known
-    positive (a duplicate, a shared label) that must not count as a negative; it is removed
-    from the denominator. With logits s_ij = q_i . k_j / t:
+    q: [N, D], k: [M, D] with M >= N, L2-normalised; row ``offset + i`` of k is the positive of
+    row i of q, every other row of k is a negative (extra rows are extra negatives: SimCSE's
+    hard negatives, or the other ranks' keys of a gathered global batch, where ``offset`` is
+    this rank's first row). ``mask`` [N, M] bool is True where a pair (i, j) other than the
+    positive is a known positive (a duplicate, a shared label) that must not count as a
+    negative; it is removed from the denominator. With logits s_ij = q_i . k_j / t:
 
-        L = mean_i [ -s_ii + log sum_{j : j == i or not mask_ij} exp(s_ij) ]
+        L = mean_i [ -s_i,p(i) + log sum_{j : j == p(i) or not mask_ij} exp(s_ij) ],  p(i) = offset + i
     """
     logits = q.float() @ k.float().T / temperature
+    target = torch.arange(len(q), device=q.device) + offset
     if mask is not None:
-        mask = mask & ~torch.eye(len(q), len(k), dtype=torch.bool, device=q.device)
+        mask = mask.clone()
+        mask[torch.arange(len(q), device=q.device), target] = False
         logits = logits.masked_fill(mask, float("-inf"))
-    target = torch.arange(len(q), device=q.device)
     return F.cross_entropy(logits, target)
 
 
 @fp32
-def clip_loss(image: Tensor, text: Tensor, logit_scale: Tensor | float, mask: Tensor | None = None) -> Tensor:
+def clip_loss(image: Tensor, text: Tensor, logit_scale: Tensor | float, mask: Tensor | None = None,
+              keys: tuple[Tensor, Tensor] | None = None, offset: int = 0) -> Tensor:
     """CLIP's symmetric InfoNCE (Radford et al. 2021): image i and text i are a pair, every
     other text / image of the batch a negative, both directions averaged; the temperature is
-    1 / ``logit_scale`` (learnable in the method). ``mask`` [N, N] True where (i, j) are also a
-    pair (e.g. duplicate captions): masked out of both denominators, not negatives.
+    1 / ``logit_scale`` (learnable in the method). ``mask`` [N, M] True where (i, j) are also a
+    pair (e.g. duplicate captions; a symmetric relation): masked out of both denominators, not
+    negatives. ``keys`` = (all images, all texts) [M, D] of a gathered global batch whose rows
+    ``offset..offset+N`` are this rank's (``info_nce``).
 
         L = ( CE(s, I) + CE(s^T, I) ) / 2,   s_ij = logit_scale * image_i . text_j
     """
     t = 1 / logit_scale
-    return (info_nce(image, text, t, mask) + info_nce(text, image, t, None if mask is None else mask.T)) / 2
+    if keys is None:
+        return (info_nce(image, text, t, mask) + info_nce(text, image, t, None if mask is None else mask.T)) / 2
+    all_images, all_texts = keys
+    return (info_nce(image, all_texts, t, mask, offset) + info_nce(text, all_images, t, mask, offset)) / 2
 
 
 @fp32
@@ -91,27 +100,34 @@ def multi_positive_info_nce(q: Tensor, k: Tensor, positives: Tensor, temperature
 
 
 @fp32
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.1, mask: Tensor | None = None) -> Tensor:
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.1, mask: Tensor | None = None,
+            keys: tuple[Tensor, Tensor] | None = None, offset: int = 0) -> Tensor:
     """NT-Xent, the SimCLR loss (Chen et al. 2020): InfoNCE over the 2N views.
 
     z1, z2: [N, D] L2-normalised views of the same N samples. Each of the 2N rows has its
     other view as the positive and the remaining 2N-2 rows (both views of other samples) as
-    negatives; a row is never compared with itself. ``mask`` [N, N] as in ``info_nce``
+    negatives; a row is never compared with itself. ``mask`` [N, M] as in ``info_nce``
     marks sample pairs (i, j) that are known positives; all four of their view pairs are
-    dropped from the denominators.
+    dropped from the denominators. ``keys`` = (K1, K2) [M, D]: the views of a gathered global
+    batch whose rows ``offset..offset+N`` are z1, z2 (distributed training; the queries stay
+    this rank's 2N rows, the negatives are the 2M-2 other rows of the global batch).
 
         L = mean over the 2N rows a of  -s_{a,p(a)} + log sum_{b != a} exp(s_ab),  s = z z^T / t
     """
     n = len(z1)
-    z = torch.cat([z1, z2]).float()
-    logits = z @ z.T / temperature
-    drop = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    k1, k2 = keys if keys is not None else (z1, z2)
+    m = len(k1)
+    logits = torch.cat([z1, z2]).float() @ torch.cat([k1, k2]).float().T / temperature   # [2N, 2M]
+    rows = torch.arange(n, device=z1.device) + offset
+    own = torch.cat([rows, rows + m])
+    drop = torch.zeros(2 * n, 2 * m, dtype=torch.bool, device=z1.device)
     if mask is not None:
-        m = mask & ~torch.eye(n, dtype=torch.bool, device=z.device)
-        drop = drop | m.repeat(2, 2)
+        same = mask.clone()
+        same[torch.arange(n, device=z1.device), rows] = False
+        drop = same.repeat(2, 2)
+    drop[torch.arange(2 * n, device=z1.device), own] = True
     logits = logits.masked_fill(drop, float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(logits, target)
+    return F.cross_entropy(logits, torch.cat([rows + m, rows]))
 
 
 def byol_loss(p: Tensor, z: Tensor) -> Tensor:

@@ -166,7 +166,8 @@ def knn_monitor(data: ImageData, query: ImageData | None = None, max_bank: int =
         q_imgs, q_lab = query.images, query.labels
     b_imgs, b_lab = data.images[idx], data.labels[idx]
 
-    def monitor(encoder, state) -> dict:
+    def monitor(model, state) -> dict:
+        encoder = model.encoder
         dev = next(encoder.parameters()).device
         bank = embed_images(encoder, b_imgs, device=dev)
         q = embed_images(encoder, q_imgs, device=dev)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, collapse
+from . import __version__, collapse, dist
 from .augment import ViewGenerator, preset
 from .data import ImageData, load_images
 from .encoders import create_encoder, default_encoder, encoder_args, save_encoder
@@ -52,13 +53,15 @@ class TrainConfig:
     channels: int | None = None           # default: the data's own channel count
     epochs: float | None = None           # one of epochs / minutes; default 100 epochs
     minutes: float | None = None
-    batch_size: int = 256
+    batch_size: int = 256                 # the global batch: split over the ranks under torchrun
+    chunk_size: int = 0                   # > 0: gradient caching in chunks of this many samples per rank
+    sync_bn: bool | None = None           # batch norm over the global batch under torchrun (default: the method's)
     optimizer: str = "adamw"              # adamw | lars | sgd
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup: float = 0.02                  # fraction of the run spent warming up the LR
     min_lr_ratio: float = 0.01            # final LR = lr * min_lr_ratio (cosine)
-    augment: str = "byol"                 # view preset: simclr | byol
+    augment: str = "byol"                 # view preset: simclr | byol | none
     aug_strength: float = 1.0
     min_scale: float | None = None        # smallest random-crop area fraction
     small_crops: int = 0                  # extra low-resolution multi-crop views (methods that take them: swav)
@@ -245,7 +248,7 @@ def environment(device: torch.device, precision: str) -> dict:
     return {
         "cltk": __version__, "python": platform.python_version(), "torch": torch.__version__,
         "torchvision": torchvision.__version__, "git_commit": git_commit(), "device": str(device),
-        "precision": precision, "threads": torch.get_num_threads(), "world_size": 1,
+        "precision": precision, "threads": torch.get_num_threads(), "world_size": dist.world(),
         "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "argv": sys.argv,
@@ -346,9 +349,14 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
              monitor_minutes: list[float] | None = None, stop_at_step: int | None = None) -> dict:
     """Train ``cfg.method`` on ``cfg.data`` into the run dir ``cfg.out``; returns a summary.
 
-    ``monitor(encoder, state) -> dict`` is called every ``monitor_every`` steps and at the
-    given training minutes (``monitor_minutes``), its results logged to metrics.jsonl.
+    ``monitor(model, state) -> dict`` (``model`` the method's module, ``model.encoder`` its
+    backbone) is called every ``monitor_every`` steps and at the given training minutes
+    (``monitor_minutes``), its results logged to metrics.jsonl.
     ``stop_at_step`` stops early as an interruption would (for tests of ``resume``).
+
+    Under ``torchrun`` every rank runs this function: the global batch ``cfg.batch_size`` is
+    split into contiguous per-rank slices of one shared per-epoch order, gradients are averaged
+    by DistributedDataParallel, and rank 0 alone writes the run dir (docs/scaling.md).
     """
     out = Path(cfg.out)
     ckpt_path = out / "checkpoints" / "last.pt"
@@ -361,8 +369,10 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
     elif out.exists() and any(out.iterdir()) and not force:
         raise InputError("run dir already exists; pass --force to overwrite or --resume to continue", out)
 
-    device = resolve_device(cfg.device)
-    torch.set_num_threads(cfg.threads or available_cpus())
+    device = dist.local_device(resolve_device(cfg.device))
+    dist.init(device)
+    world, rank, main = dist.world(), dist.rank(), dist.is_main()
+    torch.set_num_threads(cfg.threads or max(1, available_cpus() // _local_ranks(device)))
     seed_everything(cfg.seed)
 
     # 1. read and validate all input, build the model: nothing is written before this succeeds
@@ -372,51 +382,89 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
     if task.n < 2:
         raise InputError(f"need at least 2 records to train, found {task.n}", cfg.data)
     cfg.batch_size = min(cfg.batch_size, task.n)
+    if cfg.batch_size % world:
+        raise InputError(f"batch size {cfg.batch_size} does not split over {world} ranks; "
+                         f"use a multiple of {world}")
+    local_bs = cfg.batch_size // world
+    if cfg.chunk_size and not hasattr(model, "represent"):
+        raise InputError(f"method {cfg.method!r} has no gradient caching (--chunk-size); methods with it: "
+                         f"{', '.join(m for m in _chunkable())}")
     if resume and cfg.data_hash and cfg.data_hash != task.hash:
         raise InputError(f"data changed since the run started (hash {task.hash} != {cfg.data_hash})", cfg.data)
     cfg.data_hash = task.hash
+    if cfg.sync_bn is None:
+        cfg.sync_bn = bool(getattr(entry.cls, "sync_bn", False))
+    _check_same_config(cfg)
+    if world > 1:
+        if cfg.sync_bn:
+            model = task.model = dist.convert_sync_batchnorm(model, device)
+        if rank:  # per-rank augmentation / dropout randomness; rank 0 keeps the single-process stream
+            seed_everything(_rank_seed(cfg.seed, rank))
     precision = resolve_precision(cfg.precision, device)
     opt = OPTIMIZERS[cfg.optimizer](_param_groups(model, cfg.weight_decay), cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     state = TrainState()
 
-    # 2. the run dir
+    # 2. the run dir (rank 0 writes; every rank reads the same checkpoint)
     if resume:
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
         state = TrainState(**ck["state"])
-        _set_rng_state(ck["rng"])
-        _truncate_metrics(out / "metrics.jsonl", state.step)
-    else:
+        ranks = ck.get("rng_ranks") or [ck["rng"]]
+        if len(ranks) == world:
+            _set_rng_state(ranks[rank])
+        else:  # resumed on another number of ranks: fresh per-rank streams (not bit-exact)
+            seed_everything(_rank_seed(cfg.seed, rank) + state.step)
+        if main:
+            _truncate_metrics(out / "metrics.jsonl", state.step)
+    elif main:
         if out.exists():
             shutil.rmtree(out)
         (out / "checkpoints").mkdir(parents=True)
         (out / "metrics.jsonl").touch()
-    write_json(out / "config.json", asdict(cfg))
-    write_json(out / "env.json", environment(device, precision))
+    if main:
+        write_json(out / "config.json", asdict(cfg))
+        write_json(out / "env.json", environment(device, precision))
+    dist.barrier()
+    ddp = model
+    if world > 1 and any(p.requires_grad for p in model.parameters()):
+        from torch.nn.parallel import DistributedDataParallel
+
+        # buffers stay per rank (batch-norm statistics, queues kept equal by the methods themselves)
+        sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(
+            DistributedDataParallel).parameters else "broadcast_buffers"
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=getattr(entry.cls, "find_unused_parameters", False),
+                                      **{sync: False})
 
     n = task.n
     per_epoch = n // cfg.batch_size
     total = cfg.total_steps(n)
     pending_marks = sorted(m for m in (monitor_minutes or []) if m * 60 > state.elapsed)
-    log = (out / "metrics.jsonl").open("a")
-    bar = _Bar(quiet, total, cfg.minutes)
+    log = (out / "metrics.jsonl").open("a") if main else open(os.devnull, "w")
+    bar = _Bar(quiet or not main, total, cfg.minutes)
     interrupted = warned = False
     perm, perm_epoch = torch.empty(0, dtype=torch.long), -1
 
     def checkpoint() -> None:
-        save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                    "scaler": scaler.state_dict(), "state": asdict(state),
-                                    "rng": _rng_state(), "config": asdict(cfg)})
+        rngs = dist.all_objects(_rng_state())
+        if main:
+            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                        "scaler": scaler.state_dict(), "state": asdict(state),
+                                        "rng": rngs[0], "rng_ranks": rngs, "world_size": world,
+                                        "config": asdict(cfg)})
+        dist.barrier()
 
     def run_monitor() -> None:
+        if not main:
+            return
         was = model.training
         model.eval()
         with torch.no_grad():
-            res = monitor(model.encoder, state)  # type: ignore[misc]
+            res = monitor(model, state)  # type: ignore[misc]
         model.train(was)
         _log(log, {"step": state.step, "epoch": state.epoch, "elapsed_s": round(state.elapsed, 2), **res})
 
@@ -430,6 +478,9 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
     t_mark = t_log
     try:
         while True:
+            if world > 1:  # one clock and one stop decision for all ranks: rank-local timing differs
+                agreed = dist.all_reduce_(torch.tensor([state.elapsed, float(interrupted)]), "max")
+                state.elapsed, interrupted = float(agreed[0]), bool(agreed[1])
             progress = _progress(state, cfg, total)
             if progress >= 1 or interrupted or (stop_at_step is not None and state.step >= stop_at_step):
                 break
@@ -438,31 +489,34 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
             if perm_epoch != state.epoch:  # the epoch's order depends on (seed, epoch) only
                 perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + state.epoch))
                 perm_epoch = state.epoch
-            idx = perm[state.pos * cfg.batch_size:(state.pos + 1) * cfg.batch_size]
+            start = state.pos * cfg.batch_size + rank * local_bs
+            idx = perm[start:start + local_bs]
             lr = lr_at(cfg, progress)
             for grp in opt.param_groups:
                 grp["lr"] = lr
             v = task.batch(idx)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                outp = model(v, progress)
-            loss = outp.loss.float()
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {loss.item()} at step {state.step}; stopped. The last good checkpoint "
-                    f"is {ckpt_path} (lower --lr or use --precision fp32, then --resume)")
+            autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            if cfg.chunk_size and cfg.chunk_size < local_bs:
+                outp = grad_cache_step(model, v, progress, cfg.chunk_size, autocast, scaler)
+                loss = _global_loss(outp.loss, world, state, ckpt_path)
+                dist.average_gradients(model)
+            else:
+                with autocast:
+                    outp = ddp(v, progress)
+                loss = _global_loss(outp.loss, world, state, ckpt_path)
+                scaler.scale(outp.loss.float()).backward()
             scaler.step(opt)
             scaler.update()
             model.after_step(progress)
             state.step += 1
             state.pos += 1
-            state.images += len(idx)
-            img_log += len(idx)
-            bar.update(state, loss.item())
+            state.images += len(idx) * world
+            img_log += len(idx) * world
+            bar.update(state, loss)
             if state.step % cfg.log_every == 0 or state.step == total:
                 now = time.perf_counter()
-                rec = {"step": state.step, "epoch": state.epoch, "loss": round(loss.item(), 5),
+                rec = {"step": state.step, "epoch": state.epoch, "loss": round(loss, 5),
                        "lr": lr, "images_per_s": round(img_log / (now - t_log), 1),
                        "elapsed_s": round(state.elapsed, 2)}
                 cstats = collapse.stats(outp.z1.detach(), outp.z2.detach())
@@ -470,7 +524,7 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
                 warns = collapse.warnings_for(cstats, len(outp.z1))
                 if warns:
                     rec["collapse_warning"] = True
-                    if not warned:  # once per run on stderr; every affected line in metrics.jsonl
+                    if not warned and main:  # once per run on stderr; every affected line in metrics.jsonl
                         sys.stderr.write(f"cltk: warning: step {state.step}: {'; '.join(warns)} "
                                          f"(see collapse_warning in {out / 'metrics.jsonl'})\n")
                         warned = True
@@ -487,6 +541,7 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
                 due = True
             if due:  # evaluation time is not training time
                 run_monitor()
+                dist.barrier()
                 t_log, img_log, t_mark = time.perf_counter(), 0, time.perf_counter()
     finally:
         bar.close()
@@ -494,19 +549,117 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, force: bool = False, qui
             signal.signal(signal.SIGINT, old_handler)
     checkpoint()
     done = _progress(state, cfg, total) >= 1
-    if done:
+    if done and main:
         if monitor is not None and (not monitor_every or state.step % monitor_every):
             run_monitor()
         model.eval()
         task.export(out, {"source": {"run": str(out), "method": cfg.method, "step": state.step}})
+    dist.barrier()
     log.close()
     summary = {"run": str(out), "method": cfg.method, "encoder": cfg.encoder, "steps": state.step,
                "epochs": round(state.step / max(1, per_epoch), 2), "images": state.images,
                "train_seconds": round(state.elapsed, 1),
                "images_per_s": round(state.images / max(state.elapsed, 1e-9), 1), "complete": done}
+    if world > 1:
+        summary["world_size"] = world
     if interrupted:
         summary["interrupted"] = True
     return summary
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    return seed + 1_000_003 * rank
+
+
+def _local_ranks(device: torch.device) -> int:
+    """Processes sharing this machine's CPU cores (torchrun's LOCAL_WORLD_SIZE) on a CPU run."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
+
+
+def _check_same_config(cfg: TrainConfig) -> None:
+    """Every rank must train the same run: a clean error naming the first differing setting."""
+    mine = asdict(cfg)
+    for r, other in enumerate(dist.all_objects(mine)):
+        diff = sorted(k for k in mine if mine[k] != other.get(k))
+        if diff:
+            k = diff[0]
+            raise InputError(f"ranks disagree on the config: {k} is {other.get(k)!r} on rank {r} and "
+                             f"{mine[k]!r} on rank {dist.rank()}; start every rank with the same command and data")
+
+
+def _global_loss(loss: torch.Tensor, world: int, state: TrainState, ckpt_path: Path) -> float:
+    """The mean loss over ranks (what the logs show), checked for NaN on every rank at once."""
+    value = loss.detach().float().reshape(1).clone()
+    if world > 1:
+        dist.all_reduce_(value)
+        value /= world
+    if not torch.isfinite(value).all():
+        raise TrainingError(
+            f"loss became {value.item()} at step {state.step}; stopped. The last good checkpoint "
+            f"is {ckpt_path} (lower --lr or use --precision fp32, then --resume)")
+    return value.item()
+
+
+def _chunkable() -> list[str]:
+    from .methods import METHODS
+
+    return sorted(name for name, e in METHODS.items() if hasattr(e.cls, "represent"))
+
+
+def _split(batch: Any, start: int, stop: int, n: int) -> Any:
+    """Rows start:stop of every per-sample tensor (first dimension ``n``) in a batch of nested
+    lists / dicts; other values (pairwise masks, scalars) are left whole."""
+    if isinstance(batch, torch.Tensor):
+        return batch[start:stop] if batch.dim() and len(batch) == n else batch
+    if isinstance(batch, dict):
+        return {k: _split(v, start, stop, n) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_split(v, start, stop, n) for v in batch)
+    return batch
+
+
+def _batch_len(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return len(batch)
+    if isinstance(batch, dict):
+        return _batch_len(next(iter(batch.values())))
+    return _batch_len(batch[0])
+
+
+def grad_cache_step(model: nn.Module, batch: Any, progress: float, chunk: int, autocast, scaler) -> Any:
+    """One step of gradient caching (Gao et al. 2021, arXiv:2101.06983): the exact gradient of
+    the loss on the whole batch while only ``chunk`` samples' activations are alive at a time.
+
+    1. ``model.represent`` on each chunk without a graph (saving the RNG state first, so that
+       dropout draws the same masks again in 3.);
+    2. ``model.objective`` on the concatenated representations: its gradient w.r.t. every
+       representation is cached;
+    3. each chunk again with a graph, back-propagating its slice of the cached gradient.
+    The parameter gradients accumulate to the full-batch gradient. (Batch norm normalises each
+    chunk by its own statistics; encoders without batch norm, as transformers, are exact.)"""
+    n = _batch_len(batch)
+    bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+    rngs, reps = [], []
+    with torch.no_grad():
+        for s, e in bounds:
+            rngs.append(torch.get_rng_state())
+            with autocast:
+                reps.append(model.represent(_split(batch, s, e, n), progress))
+    after = torch.get_rng_state()
+    full = [torch.cat([r[i] for r in reps]).detach().requires_grad_(reps[0][i].dtype.is_floating_point)
+            for i in range(len(reps[0]))]
+    with autocast:
+        outp = model.objective(full, batch, progress)
+    scaler.scale(outp.loss.float()).backward()
+    for (s, e), rng in zip(bounds, rngs):
+        torch.set_rng_state(rng)
+        with autocast:
+            part = model.represent(_split(batch, s, e, n), progress)
+        pairs = [(r, f.grad[s:e]) for r, f in zip(part, full) if f.grad is not None and r.requires_grad]
+        if pairs:
+            torch.autograd.backward([r for r, _ in pairs], [g for _, g in pairs])
+    torch.set_rng_state(after)
+    return outp
 
 
 def _main_thread() -> bool:

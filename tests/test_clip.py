@@ -119,14 +119,15 @@ def test_image_tower_starts_from_a_pretrain_run(samples, tmp_path):
 
 
 def test_similar_captions_can_count_as_duplicates(samples, tmp_path):
-    from cl_toolkit.methods import get_method
+    from cl_toolkit.methods import duplicate_mask, get_method
     from cl_toolkit.methods.clip import PairsTask
 
     def mask(same):
         cfg = resolve_config({"method": "clip", "data": str(samples / "pairs.jsonl"), "out": str(tmp_path / "c"),
                               "encoder": "convnet-tiny", "method_config": {"same_caption": same}})
         task = PairsTask(cfg, get_method("clip"), torch.device("cpu"))
-        return task.batch(torch.arange(50))["duplicates"]
+        batch = task.batch(torch.arange(50))
+        return duplicate_mask(batch["ids"], batch.get("dup_features"), same)
 
     exact, loose = mask(1.0), mask(0.8)
     assert torch.equal(exact & loose, exact) and loose.sum() > exact.sum()   # a superset: near-duplicates too

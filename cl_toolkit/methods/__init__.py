@@ -105,6 +105,18 @@ def ema_update(target: nn.Module, online: nn.Module, tau: float) -> None:
             t.copy_(o)
 
 
+def duplicate_mask(ids: Tensor, features: Tensor | None = None, threshold: float = 1.0) -> Tensor:
+    """[N, M] True where this rank's sample i and sample j of the global batch (gathered under
+    torchrun) are the same item (equal ``ids``) or, given ``features`` (L2-normalised), at least
+    ``threshold`` similar: pairs that must not count as negatives."""
+    from .. import dist
+
+    mask = ids[:, None] == dist.gather_nograd(ids)[None, :]
+    if features is not None:
+        mask |= features @ dist.gather_nograd(features).T >= threshold
+    return mask
+
+
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A copy of ``module`` that receives no gradients (momentum / target networks)."""
     twin = copy.deepcopy(module)

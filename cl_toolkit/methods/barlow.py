@@ -33,6 +33,7 @@ class Config:
                  "Zbontar et al. 2021, Barlow Twins: Self-Supervised Learning via Redundancy Reduction, "
                  "arXiv:2103.03230")
 class BarlowTwins(nn.Module):
+    sync_bn = True      # batch norm over the global batch under torchrun (as in the paper)
     defaults = {"augment": "byol", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4}
 
     def __init__(self, encoder: nn.Module, cfg: Config):

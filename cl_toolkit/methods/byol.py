@@ -29,6 +29,7 @@ class Config:
 @register_method("byol", "EMA target network + predictor, normalised-MSE loss, no negatives",
                  "Grill et al. 2020, Bootstrap Your Own Latent, arXiv:2006.07733")
 class BYOL(nn.Module):
+    sync_bn = True      # batch norm over the global batch under torchrun (as in the paper)
     defaults = {"augment": "byol", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4}
 
     def __init__(self, encoder: nn.Module, cfg: Config):

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import dist
 from ..data import load_posts, read_tag_list, records_hash, tag_text
 from ..encoders import collate_cache
 from ..io import InputError
@@ -96,7 +97,8 @@ class PostsTask:
             pos[i, [col[t] for t in self.post_tags[r]]] = True
         return {"posts": collate_cache(self.posts, rows, self.device),
                 "tags": collate_cache(self.tags, tags, self.device),
-                "positives": pos.to(self.device), "log_prior": self.log_prior[tags].to(self.device)}
+                "positives": pos.to(self.device), "log_prior": self.log_prior[tags].to(self.device),
+                "tag_ids": torch.tensor(tags, dtype=torch.long, device=self.device)}
 
     def export(self, out: Path, extra: dict) -> None:
         from ..tag import finish_run  # the tag index and calibration (apps layer, imported lazily)
@@ -126,12 +128,36 @@ class CDTOM(nn.Module):
     def forward(self, batch: dict, progress: float) -> StepOutput:
         p = F.normalize(self.encoder.from_cache(batch["posts"], self.start).float(), dim=-1)
         t = F.normalize(self.tag_encoder.from_cache(batch["tags"], self.start).float(), dim=-1)
-        pos = batch["positives"]
-        prior = batch["log_prior"] if self.cfg.logq_correction else None
-        loss = multi_positive_info_nce(p, t, pos, self.cfg.temperature, prior)
+        pos, prior = batch["positives"], batch["log_prior"]
         first = pos.float().argmax(1)             # each post's first gold tag, for the collapse monitor
-        return StepOutput(loss, p, t[first])
+        local_t = t[first]
+        weight = 1.0
+        if dist.world() > 1:
+            t, pos, prior, weight = _global_tags(t, pos, prior, batch["tag_ids"])
+        loss = multi_positive_info_nce(p, t, pos, self.cfg.temperature, prior if self.cfg.logq_correction else None)
+        return StepOutput(loss * weight, p, local_t)
 
     def after_step(self, progress: float) -> None:
         pass
+
+
+def _global_tags(t: Tensor, pos: Tensor, prior: Tensor, ids: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
+    """Under torchrun: the distinct tags of the global batch as keys. Each rank's tag
+    embeddings are padded to a common count and gathered (with gradients); a tag on several
+    ranks is kept once (its first copy), so the keys are those of one process on the whole
+    batch. Returns the keys, this rank's posts' positives among them, their log priors, and
+    the weight that turns this rank's mean into its share of the global mean over positive pairs."""
+    size = dist.all_reduce_(torch.tensor([len(ids)]), "max")
+    pad = int(size) - len(ids)
+    all_t, _ = dist.gather(torch.cat([t, t.new_zeros(pad, t.shape[1])]))
+    all_ids = dist.gather_nograd(torch.cat([ids, ids.new_full((pad,), -1)]))
+    all_prior = dist.gather_nograd(torch.cat([prior, prior.new_zeros(pad)]))
+    seen: set[int] = set()
+    keep = [j for j, i in enumerate(all_ids.tolist()) if i >= 0 and not (i in seen or seen.add(i))]
+    keep_t = torch.tensor(keep, device=t.device)
+    all_ids = all_ids[keep_t]
+    gold = (pos.float() @ (ids[:, None] == all_ids[None, :]).float()) > 0
+    pairs = torch.tensor([float(gold.sum())])
+    total = dist.all_reduce_(pairs.clone())
+    return all_t[keep_t], gold, all_prior[keep_t], float(pairs * dist.world() / total)
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import dist
 from ..augment import ViewGenerator, preset
 from ..data import load_pairs, records_hash
 from ..encoders import (
@@ -34,7 +35,7 @@ from ..encoders import (
 )
 from ..io import InputError, atomic_dir, write_json
 from ..losses import clip_loss
-from . import StepOutput, export_text_encoder, make_config, register_method
+from . import StepOutput, duplicate_mask, export_text_encoder, make_config, register_method
 
 
 @dataclass
@@ -92,12 +93,10 @@ class PairsTask:
         if self.cfg.channels_last:
             view = view.contiguous(memory_format=torch.channels_last)
         tid = self.text_ids[idx]
-        dup = tid[:, None] == tid[None, :]
+        out = {"image": view, "text": collate_cache(self.cache, tid.tolist(), self.device), "ids": tid.to(self.device)}
         if self.same < 1:
-            f = self.caption_features[tid]
-            dup |= f @ f.T >= self.same
-        return {"image": view, "text": collate_cache(self.cache, tid.tolist(), self.device),
-                "duplicates": dup.to(self.device)}
+            out["dup_features"] = self.caption_features[tid].to(self.device)
+        return out
 
     def export(self, out: Path, extra: dict) -> None:
         m = self.model
@@ -130,12 +129,25 @@ class CLIP(nn.Module):
                                         requires_grad=cfg.learn_temperature)
 
     def forward(self, batch: dict, progress: float) -> StepOutput:
+        return self.objective(self.represent(batch, progress), batch, progress)
+
+    def represent(self, batch: dict, progress: float) -> list[Tensor]:
+        """Per-pair: the normalised image and text embeddings."""
         if self.cfg.lock_image:
             self.encoder.backbone.eval()         # frozen BN statistics too
         img = F.normalize(self.encoder(batch["image"]).float(), dim=-1)
         txt = F.normalize(self.text_encoder.from_cache(batch["text"], self.start).float(), dim=-1)
+        return [img, txt]
+
+    def objective(self, reps: list[Tensor], batch: dict, progress: float) -> StepOutput:
+        """CLIP loss of this rank's pairs against the global batch (gathered under torchrun);
+        duplicate captions are not negatives."""
+        img, txt = reps
+        (all_img, offset), (all_txt, _) = dist.gather(img), dist.gather(txt)
+        dup = duplicate_mask(batch["ids"], batch.get("dup_features"), self.cfg.same_caption)
         scale = self.logit_scale.exp().clamp(max=100)
-        return StepOutput(clip_loss(img, txt, scale, batch["duplicates"]), img, txt)
+        keys = (all_img, all_txt) if dist.world() > 1 else None
+        return StepOutput(clip_loss(img, txt, scale, dup, keys, offset), img, txt)
 
     def after_step(self, progress: float) -> None:
         pass

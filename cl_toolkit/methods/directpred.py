@@ -49,6 +49,7 @@ def predictor_from_correlation(corr: Tensor, eps: float, power: float = 0.5) -> 
                  "correlation matrix", "Tian, Chen & Ganguli 2021, Understanding Self-supervised Learning "
                  "Dynamics without Contrastive Pairs, arXiv:2102.06810")
 class DirectPred(nn.Module):
+    sync_bn = True      # batch norm over the global batch under torchrun (as in the paper)
     defaults = {"augment": "byol", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4}
 
     def __init__(self, encoder: nn.Module, cfg: Config):

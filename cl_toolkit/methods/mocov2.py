@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import dist
 from ..encoders import mlp
 from ..losses import info_nce
 from . import StepOutput, ema_update, frozen_copy, register_method
@@ -65,7 +66,7 @@ class MoCoV2(nn.Module):
         queue = self.queue
         t = self.cfg.temperature
         loss = (info_nce(q[:n], torch.cat([k[n:], queue]), t) + info_nce(q[n:], torch.cat([k[:n], queue]), t)) / 2
-        self._keys = k
+        self._keys = dist.gather_nograd(k)   # every rank enqueues the same global keys
         return StepOutput(loss, h[:n], h[n:])
 
     @torch.no_grad()

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import dist
 from ..encoders import mlp
 from ..losses import info_nce
 from . import StepOutput, ema_update, frozen_copy, momentum_schedule, register_method
@@ -38,6 +39,7 @@ class Config:
                  "Chen, Xie & He 2021, An Empirical Study of Training Self-Supervised Vision Transformers, "
                  "arXiv:2104.02057")
 class MoCoV3(nn.Module):
+    sync_bn = True      # the paper's setting: batch norm over the global batch under torchrun
     defaults = {"augment": "byol", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4}
 
     def __init__(self, encoder: nn.Module, cfg: Config):
@@ -50,15 +52,25 @@ class MoCoV3(nn.Module):
         self.momentum_projector = frozen_copy(self.projector)
 
     def forward(self, views: list[Tensor], progress: float) -> StepOutput:
+        return self.objective(self.represent(views, progress), views, progress)
+
+    def represent(self, views: list[Tensor], progress: float) -> list[Tensor]:
+        """Per-sample: queries q1, q2 (with gradient), momentum keys k1, k2, backbone h1, h2."""
         n = len(views[0])
         x = torch.cat(views[:2])
         h = self.encoder(x)
         q = F.normalize(self.predictor(self.projector(h)).float(), dim=-1)
         with torch.no_grad():
             k = F.normalize(self.momentum_projector(self.momentum_encoder(x)).float(), dim=-1)
+        return [q[:n], q[n:], k[:n], k[n:], h[:n].detach(), h[n:].detach()]
+
+    def objective(self, reps: list[Tensor], views: list[Tensor], progress: float) -> StepOutput:
+        """Symmetric InfoNCE of this rank's queries against the keys of the global batch."""
+        q1, q2, k1, k2, h1, h2 = reps
+        (k1, offset), (k2, _) = dist.gather(k1), dist.gather(k2)
         t = self.cfg.temperature
-        loss = 2 * t * (info_nce(q[:n], k[n:], t) + info_nce(q[n:], k[:n], t))
-        return StepOutput(loss, h[:n], h[n:])
+        loss = 2 * t * (info_nce(q1, k2, t, offset=offset) + info_nce(q2, k1, t, offset=offset))
+        return StepOutput(loss, h1, h2)
 
     def after_step(self, progress: float) -> None:
         tau = momentum_schedule(self.cfg.momentum, progress)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import dist
 from ..encoders import mlp
 from ..losses import nt_xent
 from . import StepOutput, register_method
@@ -36,11 +37,21 @@ class SimCLR(nn.Module):
         self.projector = mlp(encoder.out_dim, cfg.proj_hidden, cfg.proj_dim)
 
     def forward(self, views: list[Tensor], progress: float) -> StepOutput:
+        return self.objective(self.represent(views, progress), views, progress)
+
+    def represent(self, views: list[Tensor], progress: float) -> list[Tensor]:
+        """Per-sample representations: projections z1, z2 and backbone features h1, h2."""
         n = len(views[0])
         h = self.encoder(torch.cat(views))
         z = F.normalize(self.projector(h).float(), dim=-1)
-        loss = nt_xent(z[:n], z[n:], self.cfg.temperature)
-        return StepOutput(loss, h[:n], h[n:])
+        return [z[:n], z[n:], h[:n].detach(), h[n:].detach()]
+
+    def objective(self, reps: list[Tensor], views: list[Tensor], progress: float) -> StepOutput:
+        """NT-Xent of this rank's views against the global batch (gathered under torchrun)."""
+        z1, z2, h1, h2 = reps
+        (k1, offset), (k2, _) = dist.gather(z1), dist.gather(z2)
+        keys = (k1, k2) if dist.world() > 1 else None
+        return StepOutput(nt_xent(z1, z2, self.cfg.temperature, keys=keys, offset=offset), h1, h2)
 
     def after_step(self, progress: float) -> None:
         pass

@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import dist
 from ..data import load_texts, records_hash
 from ..io import InputError
 from ..losses import info_nce
-from . import StepOutput, export_text_encoder, make_config, register_method, text_encoder
+from . import StepOutput, duplicate_mask, export_text_encoder, make_config, register_method, text_encoder
 
 
 @dataclass
@@ -43,6 +44,8 @@ class TextTask:
             if missing is not None:
                 raise InputError(f"missing (give {f!r} on every record or on none)", cfg.data, missing["_line"], f)
         self.texts = {f: [r[f] for r in recs] for f in self.fields}
+        first = {}    # identical sentences share an id: they are not each other's negatives
+        self.ids = torch.tensor([first.setdefault(t, len(first)) for t in self.texts["text"]])
         self.cfg, self.device, self.n = cfg, device, len(recs)
         self.hash = records_hash(recs, tuple(self.fields))
         self.model = entry.cls(text_encoder(cfg), mc).to(device)
@@ -52,9 +55,7 @@ class TextTask:
         rows = idx.tolist()
         out = {f: {k: v.to(self.device) for k, v in enc.tokenize([self.texts[f][i] for i in rows]).items()}
                for f in self.fields}
-        texts = [self.texts["text"][i] for i in rows]
-        same = torch.tensor([[a == b for b in texts] for a in texts], device=self.device)
-        out["duplicates"] = same
+        out["ids"] = self.ids[idx].to(self.device)
         return out
 
     def export(self, out: Path, extra: dict) -> None:
@@ -84,15 +85,26 @@ class SimCSE(nn.Module):
         self.encoder = encoder
 
     def forward(self, batch: dict, progress: float) -> StepOutput:
-        z1 = F.normalize(self.encoder(batch["text"]).float(), dim=-1)
-        if self.cfg.mode == "unsup":     # the same sentences again: a second dropout mask
-            z2 = F.normalize(self.encoder(batch["text"]).float(), dim=-1)
-            return StepOutput(info_nce(z1, z2, self.cfg.temperature, mask=batch["duplicates"]), z1, z2)
-        z2 = F.normalize(self.encoder(batch["positive"]).float(), dim=-1)
-        keys = z2
-        if "negative" in batch:
-            keys = torch.cat([z2, F.normalize(self.encoder(batch["negative"]).float(), dim=-1)])
-        return StepOutput(info_nce(z1, keys, self.cfg.temperature), z1, z2)
+        return self.objective(self.represent(batch, progress), batch, progress)
+
+    def represent(self, batch: dict, progress: float) -> list[Tensor]:
+        """Per-sentence embeddings: the sentence, its positive (unsupervised: the sentence again
+        under a second dropout mask) and, if given, its hard negative."""
+        embed = lambda f: F.normalize(self.encoder(batch[f]).float(), dim=-1)  # noqa: E731
+        if self.cfg.mode == "unsup":
+            return [embed("text"), embed("text")]
+        return [embed("text"), embed("positive")] + ([embed("negative")] if "negative" in batch else [])
+
+    def objective(self, reps: list[Tensor], batch: dict, progress: float) -> StepOutput:
+        """InfoNCE of this rank's sentences against the positives (and hard negatives) of the
+        global batch, gathered under torchrun."""
+        z1, z2 = reps[0], reps[1]
+        keys, offset = dist.gather(z2)
+        if self.cfg.mode == "unsup":
+            return StepOutput(info_nce(z1, keys, self.cfg.temperature, duplicate_mask(batch["ids"]), offset), z1, z2)
+        if len(reps) > 2:
+            keys = torch.cat([keys, dist.gather(reps[2])[0]])
+        return StepOutput(info_nce(z1, keys, self.cfg.temperature, offset=offset), z1, z2)
 
     def after_step(self, progress: float) -> None:
         pass

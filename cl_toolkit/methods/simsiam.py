@@ -33,6 +33,7 @@ class Config:
 @register_method("simsiam", "one network, predictor + stop-gradient, negative cosine, no negatives or EMA",
                  "Chen & He 2021, Exploring Simple Siamese Representation Learning, arXiv:2011.10566")
 class SimSiam(nn.Module):
+    sync_bn = True      # batch norm over the global batch under torchrun (as in the paper)
     defaults = {"augment": "simclr", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4}
 
     def __init__(self, encoder: nn.Module, cfg: Config):

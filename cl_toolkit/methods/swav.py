@@ -41,6 +41,8 @@ class Config:
                  "Caron et al. 2020, Unsupervised Learning of Visual Features by Contrasting Cluster "
                  "Assignments, arXiv:2006.09882")
 class SwAV(nn.Module):
+    sync_bn = True      # batch norm over the global batch under torchrun (as in the paper)
+    find_unused_parameters = True   # the frozen prototypes sit out the first steps
     defaults = {"augment": "simclr", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "small_crops": 4}
     multicrop = True              # takes views beyond the first two (small crops)
 

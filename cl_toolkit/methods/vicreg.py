@@ -36,6 +36,7 @@ class Config:
                  "Bardes, Ponce & LeCun 2022, VICReg: Variance-Invariance-Covariance Regularization, "
                  "arXiv:2105.04906")
 class VICReg(nn.Module):
+    sync_bn = True      # batch norm over the global batch under torchrun (as in the paper)
     defaults = {"augment": "byol", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4}
 
     def __init__(self, encoder: nn.Module, cfg: Config):
