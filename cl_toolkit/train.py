@@ -35,9 +35,9 @@ from torch import nn
 from . import __version__, collapse, dist
 from .augment import ViewGenerator, preset
 from .data import ImageData, load_images
-from .encoders import create_encoder, default_encoder, encoder_args, save_encoder
-from .io import InputError, atomic_dir, atomic_file, write_json
-from .methods import get_method, make_config
+from .encoders import create_encoder, default_encoder, encoder_args
+from .io import InputError, atomic_file, write_json
+from .methods import export_image_encoder, get_method, make_config
 
 
 @dataclass
@@ -319,9 +319,7 @@ class ImageTask:
         return v
 
     def export(self, out: Path, extra: dict) -> None:
-        enc = self.model.encoder.to(memory_format=torch.contiguous_format).float().cpu()
-        with atomic_dir(out / "encoder", force=True) as tmp:
-            save_encoder(enc, self.cfg.encoder, dict(self.cfg.encoder_args), tmp, extra=extra)
+        export_image_encoder(self.model.encoder, self.cfg.encoder, self.cfg.encoder_args, out / "encoder", extra)
 
 
 # ---------------------------------------------------------------- the loop

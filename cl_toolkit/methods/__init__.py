@@ -145,3 +145,13 @@ def export_text_encoder(enc: Any, name: str, folder: Any, extra: dict) -> None:
 
     with atomic_dir(folder, force=True) as tmp:
         save_text_encoder(enc.float().cpu(), name, tmp, extra)
+
+
+def export_image_encoder(enc: nn.Module, name: str, args: dict, folder: Any, extra: dict) -> None:
+    """Atomically write an image encoder folder (replacing an older one), in float32 and the
+    contiguous memory format whatever the training used."""
+    from ..encoders import save_encoder
+    from ..io import atomic_dir
+
+    with atomic_dir(folder, force=True) as tmp:
+        save_encoder(enc.to(memory_format=torch.contiguous_format).float().cpu(), name, dict(args), tmp, extra=extra)

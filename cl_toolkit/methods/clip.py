@@ -31,11 +31,10 @@ from ..encoders import (
     default_encoder,
     encoder_args,
     load_encoder,
-    save_encoder,
 )
-from ..io import InputError, atomic_dir, write_json
+from ..io import InputError, write_json
 from ..losses import clip_loss
-from . import StepOutput, duplicate_mask, export_text_encoder, make_config, register_method
+from . import StepOutput, duplicate_mask, export_image_encoder, export_text_encoder, make_config, register_method
 
 
 @dataclass
@@ -100,9 +99,7 @@ class PairsTask:
 
     def export(self, out: Path, extra: dict) -> None:
         m = self.model
-        image = m.encoder.to(memory_format=torch.contiguous_format).float().cpu()
-        with atomic_dir(out / "encoder" / "image", force=True) as tmp:
-            save_encoder(image, self.cfg.encoder, dict(self.cfg.encoder_args), tmp, extra=extra)
+        export_image_encoder(m.encoder, self.cfg.encoder, self.cfg.encoder_args, out / "encoder" / "image", extra)
         export_text_encoder(m.text_encoder, m.cfg.text_encoder, out / "encoder" / "text", extra)
         scale = float(m.logit_scale.detach().exp().clamp(max=100))
         write_json(out / "clip.json", {"logit_scale": scale, "temperature": 1 / scale})
