@@ -23,6 +23,15 @@ def run_cli(*args: str, input: str | None = None, cwd: Path | None = None, timeo
                           input=input, cwd=cwd, timeout=timeout)
 
 
+def one_line_error(r, *words: str) -> None:
+    """A CLI result that failed on bad input: exit 2 and one ``cltk: error:`` line holding ``words``."""
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cltk: error:"), r.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
 @pytest.fixture
 def cli():
     return run_cli

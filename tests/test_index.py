@@ -7,6 +7,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
+from conftest import one_line_error
 
 from cl_toolkit import index as ix
 from cl_toolkit.embed import read_embeddings, write_embeddings
@@ -37,14 +38,6 @@ def emb_folder(path: Path, x: np.ndarray, prefix: str = "v", model: str = "runs/
 
 def digest(folder: Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
-
-
-def one_line_error(r, *words: str) -> None:
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cltk: error:"), r.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
 
 
 # ---------------------------------------------------------------- exact search

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import faiss
 import numpy as np
 import pytest
+from conftest import one_line_error
 
 from cl_toolkit import cli
 from cl_toolkit import index as ix
@@ -34,14 +35,6 @@ def run(monkeypatch, capsys, *args) -> SimpleNamespace:
         cli.main()
     out, err = capsys.readouterr()
     return SimpleNamespace(returncode=e.value.code, stdout=out, stderr=err)
-
-
-def one_line_error(r, *words: str) -> None:
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cltk: error:"), r.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
 
 
 @pytest.mark.parametrize("factory,metric", [("IVF32,Flat", "ip"), ("IVF32,SQ8", "l2")])
