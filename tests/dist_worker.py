@@ -112,6 +112,22 @@ def resume(args: dict) -> dict:
     return {"first_steps": first["steps"], "steps": second["steps"], "max_weight_diff": diff}
 
 
+def every_method(args: dict) -> dict:
+    """A few steps of every registered method on 2 ranks (DDP, gathered keys, SyncBN, queues)."""
+    from cl_toolkit.methods import METHODS, get_method
+
+    get_method("byol")   # loads the registry
+    text = {"simcse": {"data": args["posts"], "encoder": args["text_model"]},
+            "cdtom": {"data": args["posts"], "encoder": args["text_model"]},
+            "clip": {"data": args["pairs"], "method_config": {"text_encoder": args["text_model"], "text_layers": 1}}}
+    steps = {}
+    for name in sorted(METHODS):
+        run = {"method": name, "data": args["images"], "encoder": "convnet-tiny", "epochs": 2, "batch_size": 16,
+               "threads": 1, "out": f"{args['out']}/{name}", **text.get(name, {})}
+        steps[name] = pretrain(resolve_config(run), quiet=True, force=True)["steps"]
+    return {"steps": steps}
+
+
 def mismatch(args: dict) -> dict:
     try:
         pretrain(resolve_config({**args, "lr": 1e-3 * (1 + dist.rank())}), quiet=True, force=True)
@@ -125,8 +141,8 @@ def main() -> None:
     args = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
     dist.init(torch.device("cpu"))
     torch.set_num_threads(1)
-    res = {"losses": losses, "train": train, "resume": resume, "mismatch": mismatch}[case](
-        *([args] if case != "losses" else []))
+    cases = {"losses": losses, "train": train, "resume": resume, "mismatch": mismatch, "every_method": every_method}
+    res = cases[case](*([args] if case != "losses" else []))
     res["world_size"] = dist.world()
     (out / f"{case}.rank{dist.rank()}.json").write_text(json.dumps(res))
 

@@ -80,6 +80,15 @@ def test_two_rank_run_resumes_exactly(samples, tmp_path):
     assert res[0]["max_weight_diff"] == 0.0
 
 
+def test_every_method_trains_on_two_ranks(samples, tmp_path, tiny_bert):
+    data = {k: str(samples / f"{k}.jsonl") for k in ("images", "posts", "pairs")}
+    res = torchrun("every_method", tmp_path, {**data, "text_model": str(tiny_bert), "out": str(tmp_path)})
+    steps = res[0]["steps"]
+    assert len(steps) == 12 and all(n > 0 for n in steps.values()), steps
+    assert res[1]["steps"] == steps
+    assert all((tmp_path / m / "encoder").is_dir() for m in steps)
+
+
 def test_ranks_that_disagree_on_the_config_stop_with_a_clear_error(samples, tmp_path):
     res = torchrun("mismatch", tmp_path, _run_args(samples, tmp_path / "m"))
     for r in res:
