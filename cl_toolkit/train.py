@@ -120,7 +120,10 @@ def resolve_config(overrides: dict[str, Any], toml_path: str | None = None) -> T
     if cfg.optimizer not in OPTIMIZERS:
         raise InputError(f"unknown optimizer {cfg.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
     if cfg.small_crops and not getattr(entry.cls, "multicrop", False):
-        raise InputError(f"method {method!r} trains on two views; small_crops is for multi-crop methods (swav)")
+        from .methods import METHODS
+
+        multi = ", ".join(sorted(k for k, e in METHODS.items() if getattr(e.cls, "multicrop", False)))
+        raise InputError(f"method {method!r} trains on two views; small_crops is for multi-crop methods ({multi})")
     return cfg
 
 

@@ -50,9 +50,39 @@ def test_a_few_steps_are_finite_and_change_the_weights(tmp_path, data, method):
 
 
 def test_small_crops_only_for_multicrop_methods():
-    with pytest.raises(InputError, match="multi-crop"):
-        resolve_config({"method": "byol", "small_crops": 2})
+    with pytest.raises(InputError, match="multi-crop methods \\(byol, simclr, swav\\)"):
+        resolve_config({"method": "mocov2", "small_crops": 2})
     assert resolve_config({"method": "swav"}).small_crops == 4
+    assert resolve_config({"method": "byol"}).small_crops == 0
+
+
+def test_byol_and_simclr_multicrop_losses(data):
+    """Small crops add terms against both global views; the loss is their mean with the base terms."""
+    import torch.nn.functional as F
+
+    from cl_toolkit.augment import ViewGenerator, preset
+    from cl_toolkit.encoders import create_encoder
+    from cl_toolkit.losses import byol_loss, info_nce, nt_xent
+
+    torch.manual_seed(0)
+    views = ViewGenerator(preset("simclr", 28, 1, small_crops=2), 28, 1)(data.images[:8])
+    small = torch.cat(views[2:])
+    for name in ("byol", "simclr"):
+        entry = get_method(name)
+        model = entry.cls(create_encoder("convnet-tiny", 1, 28), make_config(entry.config, {})).eval()
+        with torch.no_grad():
+            loss = model(views, 0.5).loss
+            two = model(views[:2], 0.5).loss
+            if name == "byol":
+                z = model.target_projector(model.target_encoder(torch.cat(views[:2]))).split(8)
+                q = model.predictor(model.projector(model.encoder(small))).split(8)
+                terms = [byol_loss(c, z[0]) + byol_loss(c, z[1]) for c in q]
+            else:
+                z = F.normalize(model.projector(model.encoder(torch.cat(views[:2]))), dim=-1).split(8)
+                q = F.normalize(model.projector(model.encoder(small)), dim=-1).split(8)
+                terms = [(info_nce(c, z[0], 0.2) + info_nce(c, z[1], 0.2)) / 2 for c in q]
+                assert two == pytest.approx(nt_xent(z[0], z[1], 0.2).item(), abs=1e-5)
+        assert loss.item() == pytest.approx(((two + sum(terms)) / 3).item(), abs=1e-5), name
 
 
 def test_swav_sees_global_and_small_crops(data):

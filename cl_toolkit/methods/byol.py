@@ -30,6 +30,7 @@ class Config:
                  "Grill et al. 2020, Bootstrap Your Own Latent, arXiv:2006.07733")
 class BYOL(nn.Module):
     sync_bn = True      # batch norm over the global batch under torchrun (as in the paper)
+    multicrop = True    # small crops (small_crops=N) are extra online views predicting both targets
     defaults = {"augment": "byol", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4}
 
     def __init__(self, encoder: nn.Module, cfg: Config):
@@ -43,7 +44,7 @@ class BYOL(nn.Module):
 
     def forward(self, views: list[Tensor], progress: float) -> StepOutput:
         n = len(views[0])
-        x = torch.cat(views)
+        x = torch.cat(views[:2])
         h = self.encoder(x)
         p = self.predictor(self.projector(h))
         with torch.no_grad():
@@ -51,6 +52,9 @@ class BYOL(nn.Module):
         p1, p2 = p[:n], p[n:]
         z1, z2 = z[:n], z[n:]
         loss = byol_loss(p1, z2) + byol_loss(p2, z1)
+        if len(views) > 2:   # multi-crop: every small crop predicts the targets of both global views
+            small = self.predictor(self.projector(self.encoder(torch.cat(views[2:])))).split(n)
+            loss = (loss + sum(byol_loss(q, z1) + byol_loss(q, z2) for q in small)) / (1 + len(small))
         return StepOutput(loss, h[:n], h[n:])
 
     def after_step(self, progress: float) -> None:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .. import dist
 from ..encoders import mlp
-from ..losses import nt_xent
+from ..losses import info_nce, nt_xent
 from . import StepOutput, register_method
 
 
@@ -28,6 +28,7 @@ class Config:
 @register_method("simclr", "two views, MLP projector, NT-Xent with in-batch negatives",
                  "Chen et al. 2020, A Simple Framework for Contrastive Learning, arXiv:2002.05709")
 class SimCLR(nn.Module):
+    multicrop = True    # small crops (small_crops=N): extra queries whose positives are both global views
     defaults = {"augment": "simclr", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4}
 
     def __init__(self, encoder: nn.Module, cfg: Config):
@@ -40,18 +41,26 @@ class SimCLR(nn.Module):
         return self.objective(self.represent(views, progress), views, progress)
 
     def represent(self, views: list[Tensor], progress: float) -> list[Tensor]:
-        """Per-sample representations: projections z1, z2 and backbone features h1, h2."""
+        """Per-sample representations: projections z1, z2, backbone features h1, h2, then the
+        projections of any small crops."""
         n = len(views[0])
-        h = self.encoder(torch.cat(views))
+        h = self.encoder(torch.cat(views[:2]))
         z = F.normalize(self.projector(h).float(), dim=-1)
-        return [z[:n], z[n:], h[:n].detach(), h[n:].detach()]
+        small = []
+        if len(views) > 2:
+            small = F.normalize(self.projector(self.encoder(torch.cat(views[2:]))).float(), dim=-1).split(n)
+        return [z[:n], z[n:], h[:n].detach(), h[n:].detach(), *small]
 
     def objective(self, reps: list[Tensor], views: list[Tensor], progress: float) -> StepOutput:
         """NT-Xent of this rank's views against the global batch (gathered under torchrun)."""
-        z1, z2, h1, h2 = reps
+        z1, z2, h1, h2, *small = reps
         (k1, offset), (k2, _) = dist.gather(z1), dist.gather(z2)
-        keys = (k1, k2) if dist.world() > 1 else None
-        return StepOutput(nt_xent(z1, z2, self.cfg.temperature, keys=keys, offset=offset), h1, h2)
+        t = self.cfg.temperature
+        loss = nt_xent(z1, z2, t, keys=(k1, k2) if dist.world() > 1 else None, offset=offset)
+        if small:   # multi-crop: each small crop against the global views, positive = its own image's
+            crops = sum(info_nce(q, k1, t, offset=offset) + info_nce(q, k2, t, offset=offset) for q in small) / 2
+            loss = (loss + crops) / (1 + len(small))
+        return StepOutput(loss, h1, h2)
 
     def after_step(self, progress: float) -> None:
         pass
