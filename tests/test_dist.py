@@ -89,6 +89,24 @@ def test_every_method_trains_on_two_ranks(samples, tmp_path, tiny_bert):
     assert all((tmp_path / m / "encoder").is_dir() for m in steps)
 
 
+def test_torchrun_cli_prints_one_summary_and_resumes(samples, tmp_path):
+    run = tmp_path / "run"
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "cl_toolkit",
+            "pretrain", "--out", str(run), "--quiet", "--threads", "1"]
+    first = subprocess.run([*base, "--epochs", "2", "--method", "simclr", "--data", str(samples / "images.jsonl"),
+                            "--encoder", "convnet-tiny", "--batch-size", "16"], capture_output=True, text=True,
+                           timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    summary = json.loads(first.stdout)            # one JSON document: rank 0 alone prints
+    assert summary["world_size"] == 2 and summary["steps"] == 6
+    again = subprocess.run([*base, "--resume", "--epochs", "3"],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout)["steps"] == 9
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [6, 9]     # logged at the end of each part (log_every 20)
+
+
 def test_ranks_that_disagree_on_the_config_stop_with_a_clear_error(samples, tmp_path):
     res = torchrun("mismatch", tmp_path, _run_args(samples, tmp_path / "m"))
     for r in res:
