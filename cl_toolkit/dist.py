@@ -86,15 +86,6 @@ def all_objects(obj: Any) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if world() == 1:
-        return obj
-    box = [obj]
-    tdist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def all_reduce_(x: Tensor, op: str = "sum") -> Tensor:
     """In-place all-reduce without gradient (``sum`` | ``max``)."""
     if world() > 1:
@@ -105,10 +96,8 @@ def all_reduce_(x: Tensor, op: str = "sum") -> Tensor:
 class _Gather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        parts = [torch.empty_like(x) for _ in range(world())]
-        tdist.all_gather(parts, x.contiguous())
         ctx.n = len(x)
-        return torch.cat(parts)
+        return gather_nograd(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
@@ -180,9 +169,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or world() == 1:
-            return nn.functional.batch_norm(
-                x, self.running_mean, self.running_var, self.weight, self.bias,
-                self.training or not self.track_running_stats, self.momentum or 0.0, self.eps)
+            return super().forward(x)
         dims = [0] + list(range(2, x.dim()))
         xf = x.float()
         count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=torch.float32)

@@ -143,8 +143,7 @@ class CLIP(nn.Module):
         (all_img, offset), (all_txt, _) = dist.gather(img), dist.gather(txt)
         dup = duplicate_mask(batch["ids"], batch.get("dup_features"), self.cfg.same_caption)
         scale = self.logit_scale.exp().clamp(max=100)
-        keys = (all_img, all_txt) if dist.world() > 1 else None
-        return StepOutput(clip_loss(img, txt, scale, dup, keys, offset), img, txt)
+        return StepOutput(clip_loss(img, txt, scale, dup, (all_img, all_txt), offset), img, txt)
 
     def after_step(self, progress: float) -> None:
         pass

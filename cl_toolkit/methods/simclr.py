@@ -56,7 +56,7 @@ class SimCLR(nn.Module):
         z1, z2, h1, h2, *small = reps
         (k1, offset), (k2, _) = dist.gather(z1), dist.gather(z2)
         t = self.cfg.temperature
-        loss = nt_xent(z1, z2, t, keys=(k1, k2) if dist.world() > 1 else None, offset=offset)
+        loss = nt_xent(z1, z2, t, keys=(k1, k2), offset=offset)   # one process: the keys are z1, z2
         if small:   # multi-crop: each small crop against the global views, positive = its own image's
             crops = sum(info_nce(q, k1, t, offset=offset) + info_nce(q, k2, t, offset=offset) for q in small) / 2
             loss = (loss + crops) / (1 + len(small))
