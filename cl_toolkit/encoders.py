@@ -65,11 +65,16 @@ def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 class ConvNet(nn.Module):
     """A VGG-style stack: stages of ``depth`` 3x3 conv-BN-ReLU, 2x max-pool between stages,
-    widths doubling from ``width``; global average pooling (``pool=1``) or a ``pool`` x
-    ``pool`` grid flattened, which keeps coarse layout (useful for centred objects)."""
+    widths doubling from ``width``; the last feature map is pooled (``pool_type`` avg or max)
+    to a ``pool`` x ``pool`` grid and flattened: ``pool=1`` is global pooling, a coarser grid
+    keeps layout (useful for centred objects). Max pooling (the MAC descriptor of Tolias et
+    al. 2016) gives better nearest neighbours than averaging here (docs/benchmarks.md)."""
 
-    def __init__(self, in_channels: int, width: int = 32, stages: int = 3, depth: int = 2, pool: int = 1):
+    def __init__(self, in_channels: int, width: int = 32, stages: int = 3, depth: int = 2, pool: int = 1,
+                 pool_type: str = "avg"):
         super().__init__()
+        if pool_type not in ("avg", "max"):
+            raise ValueError(f"pool_type must be avg or max, got {pool_type!r}")
         layers: list[nn.Module] = []
         c = in_channels
         for s in range(stages):
@@ -80,24 +85,24 @@ class ConvNet(nn.Module):
             if s < stages - 1:
                 layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(pool)
+        self.pool = nn.AdaptiveAvgPool2d(pool) if pool_type == "avg" else nn.AdaptiveMaxPool2d(pool)
         self.out_dim = c * pool * pool
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pool(self.features(x)).flatten(1)
 
 
-@register_encoder("convnet-small", "6-layer VGG-style convnet (32-64-128), 2x2 pooled (512-d); fast on a CPU "
-                  "at 28-64 px")
+@register_encoder("convnet-small", "6-layer VGG-style convnet (32-64-128), 3x3 max-pooled (1152-d); fast on a "
+                  "CPU at 28-64 px")
 def convnet_small(in_channels: int, image_size: int, width: int = 32, stages: int = 3, depth: int = 2,
-                  pool: int = 2) -> nn.Module:
-    return ConvNet(in_channels, width, stages, depth, pool)
+                  pool: int = 3, pool_type: str = "max") -> nn.Module:
+    return ConvNet(in_channels, width, stages, depth, pool, pool_type)
 
 
 @register_encoder("convnet-tiny", "4-layer convnet (16-32-64), for tests and smoke runs")
 def convnet_tiny(in_channels: int, image_size: int, width: int = 16, stages: int = 3, depth: int = 1,
-                 pool: int = 1) -> nn.Module:
-    return ConvNet(in_channels, width, stages, depth, pool)
+                 pool: int = 1, pool_type: str = "avg") -> nn.Module:
+    return ConvNet(in_channels, width, stages, depth, pool, pool_type)
 
 
 def _resnet(arch: str, in_channels: int, image_size: int, small_stem: bool | None) -> nn.Module:
@@ -176,7 +181,7 @@ def create_encoder(name: str, in_channels: int, image_size: int, mean: Any = 0.5
                          f"{', '.join(sorted(n for n, e in ENCODERS.items() if e.modality == 'image'))}")
     try:
         backbone = ENCODERS[name].factory(in_channels, image_size, **kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise InputError(f"bad arguments for encoder {name!r}: {e}") from None
     return ImageEncoder(backbone, in_channels, image_size, mean, std, head_dim)
 
@@ -391,7 +396,7 @@ def save_text_encoder(enc: TextEncoder, name: str, folder: Path, extra: dict | N
 
 # ---------------------------------------------------------------- export / load
 
-ENCODER_FORMAT = 1
+ENCODER_FORMAT = 2   # 2: convnet encoders record pool_type (format 1 was average pooling)
 
 
 def encoder_spec(enc: ImageEncoder, name: str, args: dict) -> dict:
@@ -474,9 +479,11 @@ def load_encoder(model: str | Path, device: str | torch.device = "cpu",
             if tenc.head is not None:
                 tenc.head.load_state_dict(load_file(str(folder / "head.safetensors")))
             return tenc.to(device).eval(), spec
-        inp = spec["input"]
+        inp, args = spec["input"], dict(spec.get("args", {}))
+        if spec.get("format", 1) < 2 and spec["name"].startswith("convnet"):
+            args.setdefault("pool_type", "avg")
         enc = create_encoder(spec["name"], inp["channels"], inp["image_size"], inp["mean"], inp["std"],
-                             spec.get("head_dim"), **spec.get("args", {}))
+                             spec.get("head_dim"), **args)
         enc.load_state_dict(load_file(str(folder / "model.safetensors")))
     except (KeyError, json.JSONDecodeError, RuntimeError, OSError) as e:
         raise InputError(f"cannot load encoder ({type(e).__name__}: {e})", folder) from None

@@ -45,6 +45,37 @@ def test_export_roundtrip_without_training_code(tmp_path):
     assert spec["embedding_dim"] == enc.out_dim == 512 and spec["input"]["image_size"] == 28
 
 
+def test_convnet_small_max_pools_a_3x3_grid():
+    enc = create_encoder("convnet-small", 1, 28).eval()
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        maps = enc.backbone.features((x - 0.5) / 0.25)        # [2, 128, 7, 7]
+        rows = [slice(0, 3), slice(2, 5), slice(4, 7)]        # adaptive pooling 7 -> 3 overlaps by one
+        cells = [maps[..., r, c].amax((-2, -1)) for r in rows for c in rows]
+        want = torch.stack(cells, -1).flatten(1)              # channel-major, as the encoder's flatten
+        assert enc.out_dim == 1152
+        assert torch.allclose(enc(x), want)
+    avg = create_encoder("convnet-small", 1, 28, pool_type="avg").eval()
+    avg.load_state_dict(enc.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(avg(x), enc(x))
+
+
+def test_format_1_convnet_loads_with_average_pooling(tmp_path):
+    """Encoders exported before max pooling became the default (format 1) keep their pooling."""
+    import json
+
+    enc = create_encoder("convnet-small", 1, 28, pool=2, pool_type="avg").eval()
+    args = {"width": 32, "stages": 3, "depth": 2, "pool": 2}       # a format-1 spec: no pool_type
+    export_encoder(enc, "convnet-small", args, tmp_path / "encoder")
+    spec_file = tmp_path / "encoder" / "encoder.json"
+    spec_file.write_text(json.dumps({**json.loads(spec_file.read_text()), "format": 1}))
+    loaded, _ = load_encoder(tmp_path / "encoder")
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(enc(x), loaded(x))
+
+
 def test_mlp_head_shapes():
     assert mlp(8, 16, 4)(torch.randn(5, 8)).shape == (5, 4)
 

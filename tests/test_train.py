@@ -46,7 +46,7 @@ def test_run_dir_contents(tmp_path, data):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["method"] == "byol" and cfg["seed"] == 0 and cfg["lr"] > 0 and cfg["data_hash"]
     assert cfg["method_config"]["momentum"] == 0.99 and cfg["image_size"] == 28
-    assert cfg["encoder_args"] == {"width": 16, "stages": 3, "depth": 1, "pool": 1}
+    assert cfg["encoder_args"] == {"width": 16, "stages": 3, "depth": 1, "pool": 1, "pool_type": "avg"}
     env = json.loads((run / "env.json").read_text())
     assert {"torch", "python", "cltk", "git_commit", "device"} <= set(env)
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
