@@ -90,21 +90,37 @@ def test_every_method_trains_on_two_ranks(samples, tmp_path, tiny_bert):
 
 
 def test_torchrun_cli_prints_one_summary_and_resumes(samples, tmp_path):
-    run = tmp_path / "run"
+    # About one torchrun launch in twenty, gloo aborts a rank (SIGABRT) while the ranks shut down;
+    # the cause is not found yet (docs/scaling.md). Such a launch is retried once, from scratch;
+    # any other failure, or a second abort, fails the test.
+    for attempt in range(2):
+        failure = _cli_summary_and_resume(samples, tmp_path / f"run{attempt}")
+        if failure is None:
+            return
+        if "SIGABRT" not in failure:
+            break
+    pytest.fail(failure)
+
+
+def _cli_summary_and_resume(samples, run: Path) -> str | None:
+    """None when both launches succeed and check out; a launch's stderr tail when one fails."""
     base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "cl_toolkit",
             "pretrain", "--out", str(run), "--quiet", "--threads", "1"]
     first = subprocess.run([*base, "--epochs", "2", "--method", "simclr", "--data", str(samples / "images.jsonl"),
                             "--encoder", "convnet-tiny", "--batch-size", "16"], capture_output=True, text=True,
                            timeout=300)
-    assert first.returncode == 0, first.stderr[-2000:]
+    if first.returncode != 0:
+        return first.stderr[-2000:]
     summary = json.loads(first.stdout)            # one JSON document: rank 0 alone prints
     assert summary["world_size"] == 2 and summary["steps"] == 6
     again = subprocess.run([*base, "--resume", "--epochs", "3"],
                            capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-2000:]
+    if again.returncode != 0:
+        return again.stderr[-2000:]
     assert json.loads(again.stdout)["steps"] == 9
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [6, 9]     # logged at the end of each part (log_every 20)
+    return None
 
 
 def test_ranks_that_disagree_on_the_config_stop_with_a_clear_error(samples, tmp_path):
