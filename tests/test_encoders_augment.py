@@ -28,6 +28,8 @@ def test_registry_and_unknown_name():
     assert {"convnet-small", "resnet18", "resnet50"} <= set(ENCODERS)
     with pytest.raises(InputError, match="unknown image encoder 'vit-huge'"):
         create_encoder("vit-huge", 3, 32)
+    with pytest.raises(InputError, match="pool_type must be avg or max"):
+        create_encoder("convnet-small", 1, 28, pool_type="median")
 
 
 def test_export_roundtrip_without_training_code(tmp_path):
