@@ -17,16 +17,19 @@ Writes benchmarks/results/tuning/pooling_posthoc.json.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cl_toolkit.data import load_images  # noqa: E402
+from cl_toolkit.embed import embed_images  # noqa: E402
 from cl_toolkit.encoders import create_encoder, load_encoder  # noqa: E402
 from cl_toolkit.eval import knn_accuracy  # noqa: E402
 
@@ -34,17 +37,16 @@ TRAIN = "fashion-mnist:train?per_class=1000&seed=0"
 TEST = "fashion-mnist:test"
 
 
-@torch.no_grad()
 def last_map(enc, images: torch.Tensor) -> torch.Tensor:
-    """The last conv-BN's output before its ReLU, [N, C, 7, 7]."""
-    *body, last = enc.backbone.features
-    out = []
-    for i in range(0, len(images), 1000):
-        h = (images[i:i + 1000].float() / 255 - enc.mean) / enc.std
-        for m in body:
-            h = m(h)
-        out.append(last[1](last[0](h)))
-    return torch.cat(out)
+    """The last conv-BN's output before its ReLU, [N, C, S, S] (7 x 7 at 28 px): the encoder
+    with its last ReLU and its pooling taken out, run by the library's own embedding loop."""
+    enc = copy.deepcopy(enc)
+    enc.backbone.features[-1][-1] = nn.Identity()     # conv, BN, (ReLU)
+    enc.backbone.pool = nn.Identity()
+    flat = torch.from_numpy(embed_images(enc, images, batch_size=1000, normalize=False))
+    channels = enc.backbone.features[-1][0].out_channels
+    side = round((flat.shape[1] // channels) ** 0.5)
+    return flat.view(len(images), channels, side, side)
 
 
 def variants(pre: torch.Tensor) -> dict[str, torch.Tensor]:
