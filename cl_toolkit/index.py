@@ -34,7 +34,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .io import InputError, atomic_dir, public, read_jsonl, write_jsonl
+from .io import InputError, atomic_dir, available_cpus, public, read_jsonl, write_jsonl
 
 FORMAT = 1
 RECALL_K = 10
@@ -913,8 +913,7 @@ def build_sharded(emb: np.ndarray, meta: list[dict], out: str | os.PathLike, *, 
         if source is None:
             source = tmp / "vectors.npy"
             np.save(source, np.asarray(emb, dtype=np.float32))
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        jobs = max(1, min(shards, jobs or cores))
+        jobs = max(1, min(shards, jobs or available_cpus()))
         threads = max(1, faiss.omp_get_max_threads() // jobs)
         ctx = multiprocessing.get_context("spawn")      # a fresh process per shard (no fork of OpenMP threads)
         with ctx.Pool(jobs, maxtasksperchild=1) as pool:

@@ -223,6 +223,15 @@ def read_images(spec: str | os.PathLike) -> ImageSource:
 
 # ---------------------------------------------------------------- atomic outputs
 
+def available_cpus() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under taskset or a container's
+    cpuset), which can be fewer than the machine has."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def check_output(path: str | os.PathLike, force: bool) -> None:
     """Refuse to overwrite an existing output unless ``force``."""
     if str(path) != "-" and Path(path).exists() and not force:

@@ -36,7 +36,7 @@ from . import __version__, collapse, dist
 from .augment import ViewGenerator, preset
 from .data import ImageData, load_images
 from .encoders import create_encoder, default_encoder, encoder_args
-from .io import InputError, atomic_file, write_json
+from .io import InputError, atomic_file, available_cpus, write_json
 from .methods import export_image_encoder, get_method, make_config
 
 
@@ -205,15 +205,6 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda asked for, but CUDA is not available")
     return torch.device(device)
-
-
-def available_cpus() -> int:
-    """The cores this process may run on (its CPU affinity, e.g. under taskset or a container's
-    cpuset), which can be fewer than the machine has."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def cpu_has_bf16() -> bool:
