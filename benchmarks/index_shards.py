@@ -27,7 +27,6 @@ import argparse
 import hashlib
 import importlib.util
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -43,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from cl_toolkit import index as ix  # noqa: E402
 from cl_toolkit.embed import write_embeddings  # noqa: E402
+from cl_toolkit.io import available_cpus  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench_index", Path(__file__).with_name("index.py"))
 bench_index = importlib.util.module_from_spec(_spec)
@@ -108,7 +108,7 @@ def main() -> None:
 
     results = {"benchmark": "index_shards", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "args": vars(args),
                "factory": factory,
-               "machine": {"cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
+               "machine": {"cpu": platform.processor() or platform.machine(), "cores": available_cpus(),
                            "omp_threads": faiss.omp_get_max_threads(), "faiss": faiss.__version__,
                            "python": platform.python_version()},
                "data": f"Gaussian mixture of benchmarks/index.py at d={args.dim} (100 components, rank 24, "

@@ -221,7 +221,7 @@ def read_images(spec: str | os.PathLike) -> ImageSource:
     raise InputError("expected an image folder, a .jsonl file of image records or fashion-mnist:train|test", s)
 
 
-# ---------------------------------------------------------------- atomic outputs
+# ---------------------------------------------------------------- machine
 
 def available_cpus() -> int:
     """The cores this process may run on (its CPU affinity, e.g. under taskset or a container's
@@ -231,6 +231,8 @@ def available_cpus() -> int:
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
 
+
+# ---------------------------------------------------------------- atomic outputs
 
 def check_output(path: str | os.PathLike, force: bool) -> None:
     """Refuse to overwrite an existing output unless ``force``."""

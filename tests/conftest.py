@@ -1,4 +1,3 @@
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -6,10 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from cl_toolkit.io import available_cpus
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data_samples"
 
-torch.set_num_threads(min(2, len(os.sched_getaffinity(0))))
+torch.set_num_threads(min(2, available_cpus()))
 
 
 @pytest.fixture
