@@ -13,10 +13,21 @@ from cl_toolkit.train import grad_cache_step, pretrain, resolve_config
 WORKER = Path(__file__).with_name("dist_worker.py")
 
 
+def aborted(stderr: str) -> bool:
+    """A launch that failed because gloo aborted a rank while the ranks shut down. About one
+    torchrun launch in twenty on this CPU ends so ("terminate called without an active exception",
+    the rank killed by SIGABRT after its work is done); the cause is not found yet
+    (docs/scaling.md). Tests retry such a launch once; any other failure, or a second abort, fails."""
+    return "SIGABRT" in stderr
+
+
 def torchrun(case: str, out: Path, args: dict | None = None, ranks: int = 2) -> list[dict]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
            str(WORKER), case, str(out)] + ([json.dumps(args)] if args is not None else [])
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    for _ in range(2):       # every worker case overwrites its outputs, so a retry runs in place
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if p.returncode == 0 or not aborted(p.stderr):
+            break
     assert p.returncode == 0, p.stderr[-3000:]
     return [json.loads((out / f"{case}.rank{r}.json").read_text()) for r in range(ranks)]
 
@@ -90,14 +101,13 @@ def test_every_method_trains_on_two_ranks(samples, tmp_path, tiny_bert):
 
 
 def test_torchrun_cli_prints_one_summary_and_resumes(samples, tmp_path):
-    # About one torchrun launch in twenty, gloo aborts a rank (SIGABRT) while the ranks shut down;
-    # the cause is not found yet (docs/scaling.md). Such a launch is retried once, from scratch;
-    # any other failure, or a second abort, fails the test.
+    # a launch that gloo aborted at shutdown (see ``aborted``) is retried once, from scratch in a
+    # new run dir (the CLI refuses to overwrite the first one)
     for attempt in range(2):
         failure = _cli_summary_and_resume(samples, tmp_path / f"run{attempt}")
         if failure is None:
             return
-        if "SIGABRT" not in failure:
+        if not aborted(failure):
             break
     pytest.fail(failure)
 
