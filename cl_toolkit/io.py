@@ -3,6 +3,8 @@
 Every input file goes through here, so every bad line produces the same kind of message:
 ``FILE:LINE: field 'F': what is wrong``. Every output is written to a temporary sibling and
 renamed into place, so a failed run never leaves a half-written file or folder behind.
+``available_cpus`` (the cores this process may use) lives here too, so the trainer and the
+Faiss tooling share it without the index importing torch.
 """
 
 from __future__ import annotations

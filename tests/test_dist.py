@@ -16,8 +16,8 @@ WORKER = Path(__file__).with_name("dist_worker.py")
 def aborted(stderr: str) -> bool:
     """A launch that failed because gloo aborted a rank while the ranks shut down. About one
     torchrun launch in twenty on this CPU ends so ("terminate called without an active exception",
-    the rank killed by SIGABRT after its work is done); the cause is not found yet
-    (docs/scaling.md). Tests retry such a launch once; any other failure, or a second abort, fails."""
+    the rank killed by SIGABRT); the cause is not found yet (docs/scaling.md). Tests retry such a
+    launch once; any other failure, or a second abort, fails."""
     return "SIGABRT" in stderr
 
 
