@@ -1,0 +1,86 @@
+"""Atomic outputs: every file or folder is written to a temporary sibling and renamed into place, so a
+failed run never leaves a half-written output behind; existing outputs need ``force``. And
+``available_cpus``, the cores this process may use (here so that the Faiss tooling, which imports no
+torch, shares it with the trainer)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+
+def available_cpus() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under taskset or a container's
+    cpuset), which can be fewer than the machine has."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check_output(path: str | os.PathLike, force: bool) -> None:
+    """Refuse to overwrite an existing output unless ``force``."""
+    if str(path) != "-" and Path(path).exists() and not force:
+        raise InputError("already exists; pass --force to overwrite", path)
+
+
+def _umask_mode(mode: int) -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, force: bool = False, binary: bool = False) -> Iterator[Any]:
+    """Write a file via a temporary sibling and rename it into place on success."""
+    path = Path(path)
+    check_output(path, force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
+            yield f
+        os.chmod(tmp, _umask_mode(0o666))  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+    """Build an output folder in a temporary sibling and move it into place on success;
+    on failure nothing is left behind and an existing folder is untouched."""
+    path = Path(path)
+    check_output(path, force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, _umask_mode(0o777))  # mkdtemp creates 0700
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_file(path, force=True) as f:
+        json.dump(obj, f, indent=2, sort_keys=False, default=str)
+        f.write("\n")
