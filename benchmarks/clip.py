@@ -31,9 +31,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cl_toolkit.config import resolve_config, settings_from  # noqa: E402
 from cl_toolkit.embed import embed  # noqa: E402
 from cl_toolkit.eval import retrieval_eval, zeroshot  # noqa: E402
-from cl_toolkit.train import environment, pretrain, resolve_config, settings_from  # noqa: E402
+from cl_toolkit.pipeline import pretrain  # noqa: E402
+from cl_toolkit.runtime import environment  # noqa: E402
 
 DATA = ROOT / "benchmarks" / "data" / "fmnist_pairs"
 

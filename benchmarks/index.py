@@ -93,8 +93,8 @@ def run_fixed(x: np.ndarray, q: np.ndarray, truth: np.ndarray, factory: str, par
     t0 = time.time()
     if not index.is_trained:
         rng = np.random.default_rng(seed)
-        index.train(x[np.sort(rng.choice(len(x), ix._train_size(index, len(x)), replace=False))])
-    ix._add(index, x, None)                                # batches as cltk adds them (HNSW: one call)
+        index.train(x[np.sort(rng.choice(len(x), ix.build._train_size(index, len(x)), replace=False))])
+    ix.build._add(index, x, None)                                # batches as cltk adds them (HNSW: one call)
     build_s = time.time() - t0
     ix.set_params(index, params)
     path = tmp / f"{name}.faiss"
@@ -146,7 +146,7 @@ def main() -> None:
         faiss.omp_set_num_threads(args.threads)
 
     def fixed(n: int, hnsw: bool) -> list[tuple[str, str, dict]]:
-        nlist = ix._nlist(n)
+        nlist = ix.choose._nlist(n)
         m = 48 if args.dim % 48 == 0 else max(x for x in (32, 16, 8, 4) if args.dim % x == 0)
         out = [("hnsw32_ef64", "HNSW32", {"efSearch": 64})] if hnsw else []
         return out + [(f"ivf{nlist}_pq{m}_np16", f"IVF{nlist},PQ{m}", {"nprobe": 16})]

@@ -41,8 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cl_toolkit import index as ix  # noqa: E402
-from cl_toolkit.embed import write_embeddings  # noqa: E402
-from cl_toolkit.io import available_cpus  # noqa: E402
+from cl_toolkit.io import available_cpus, write_embeddings  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench_index", Path(__file__).with_name("index.py"))
 bench_index = importlib.util.module_from_spec(_spec)

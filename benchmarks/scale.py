@@ -78,7 +78,8 @@ def _memory_run(tmp: str, batch: int, chunk: int) -> dict:
     """Three SimCLR steps in a fresh process; its own peak RSS (ru_maxrss, read inside it)."""
     code = f"""
 import json, resource, sys
-from cl_toolkit.train import pretrain, resolve_config
+from cl_toolkit.config import resolve_config
+from cl_toolkit.pipeline import pretrain
 cfg = resolve_config({{"method": "simclr", "data": "{DATA}", "out": "{tmp}/mem-{batch}-{chunk}", "batch_size": {batch},
                       "epochs": {3 * batch / 10_000}, "chunk_size": {chunk}, "threads": 2, "checkpoint_every": 100000}})
 s = pretrain(cfg, quiet=True, force=True)
@@ -113,7 +114,7 @@ def main() -> None:
             result["grad_cache_memory"] = memory(tmp, [int(b) for b in args.memory_batches.split(",")], args.chunk)
     import torch
 
-    from cl_toolkit.train import environment
+    from cl_toolkit.runtime import environment
 
     result["env"] = environment(torch.device("cpu"), "auto")
     out.write_text(json.dumps(result, indent=2) + "\n")

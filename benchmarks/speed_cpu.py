@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cl_toolkit.augment import ViewGenerator, preset  # noqa: E402
 from cl_toolkit.encoders import create_encoder  # noqa: E402
 from cl_toolkit.methods import get_method, make_config  # noqa: E402
-from cl_toolkit.train import environment  # noqa: E402
+from cl_toolkit.runtime import environment  # noqa: E402
 
 VARIANTS = {
     "fp32": dict(cl=False, bf16=False, compile=False),

@@ -29,10 +29,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cl_toolkit.config import resolve_config, settings_from  # noqa: E402
 from cl_toolkit.data import load_images  # noqa: E402
 from cl_toolkit.embed import embed_images  # noqa: E402
 from cl_toolkit.eval import knn_accuracy  # noqa: E402
-from cl_toolkit.train import environment, pretrain, resolve_config, settings_from  # noqa: E402
+from cl_toolkit.pipeline import pretrain  # noqa: E402
+from cl_toolkit.runtime import environment  # noqa: E402
 
 TRAIN = "fashion-mnist:train?per_class=1000&seed=0"
 TEST = "fashion-mnist:test"

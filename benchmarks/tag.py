@@ -33,10 +33,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cl_toolkit.config import resolve_config, settings_from  # noqa: E402
 from cl_toolkit.data import load_posts  # noqa: E402
 from cl_toolkit.encoders import create_text_encoder  # noqa: E402
+from cl_toolkit.pipeline import pretrain  # noqa: E402
+from cl_toolkit.runtime import environment  # noqa: E402
 from cl_toolkit.tag import load_tagger, tag_metrics, tag_posts  # noqa: E402
-from cl_toolkit.train import environment, pretrain, resolve_config, settings_from  # noqa: E402
 
 DATA = ROOT / "benchmarks" / "data" / "debtags"
 

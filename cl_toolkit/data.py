@@ -8,6 +8,9 @@ runs batched on the training device (see ``augment``).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .io import ImageSource, InputError, read_images, read_jsonl
+from .io import ImageSource, InputError, read_image_jsonl, read_images, read_jsonl
 
 
 @dataclass
@@ -124,10 +127,12 @@ def load_labelled(spec: str, channels: int, size: int, classes: list[str] | None
 
 # ---------------------------------------------------------------- text records
 
-def _check_text(rec: dict, field: str, where: str) -> None:
+def check_text(rec: dict, field: str, where: str, hint: str = "") -> None:
+    """``rec[field]`` is a non-empty string, or one InputError naming file, line and field
+    (``hint`` is appended to the message of a missing field)."""
     v = rec.get(field)
     if not isinstance(v, str):
-        raise InputError("missing (a non-empty string is needed)" if v is None else "must be a string",
+        raise InputError(f"missing (a non-empty string is needed){hint}" if v is None else "must be a string",
                          where, rec.get("_line"), field)
     if not v.strip():
         raise InputError("is empty", where, rec.get("_line"), field)
@@ -140,10 +145,10 @@ def load_texts(spec: str, fields: tuple[str, ...] = ("text",), optional: tuple[s
     name = "<stdin>" if spec == "-" else spec
     for r in recs:
         for f in fields:
-            _check_text(r, f, name)
+            check_text(r, f, name)
         for f in optional:
             if f in r and r[f] is not None:
-                _check_text(r, f, name)
+                check_text(r, f, name)
     return recs
 
 
@@ -179,8 +184,6 @@ def read_tag_list(path: str) -> list[str]:
 def tag_text(tag: str) -> str:
     """The text a tag tower reads for a tag: ``admin::monitoring`` -> ``admin monitoring``,
     ``#SummerVibes`` -> ``summer vibes``, ``use_case-x`` -> ``use case x``."""
-    import re
-
     t = tag.lstrip("#")
     t = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", t)
     t = re.sub(r"[:_\-/]+", " ", t)
@@ -189,9 +192,6 @@ def tag_text(tag: str) -> str:
 
 def records_hash(records: list[dict], fields: tuple[str, ...]) -> str:
     """A short content hash of text records (ids and the given fields), for --resume checks."""
-    import hashlib
-    import json
-
     h = hashlib.sha256()
     for r in records:
         h.update(json.dumps([r["id"], *(r.get(f) for f in fields)], ensure_ascii=False).encode())
@@ -201,14 +201,20 @@ def records_hash(records: list[dict], fields: tuple[str, ...]) -> str:
 def load_pairs(spec: str, channels: int | None = None, size: int | None = None) -> tuple[ImageData, list[str]]:
     """Image-text pairs ``{"id", "text", "image"}`` (JSONL): the decoded images and their texts.
     A missing or unreadable image, or a missing or empty text, is refused by file and line."""
-    from .io import read_image_jsonl
-
     src = read_image_jsonl(spec)
     name = "<stdin>" if spec == "-" else spec
     for r in src.records:
-        _check_text(r, "text", name)
+        check_text(r, "text", name)
     c0, s0 = probe_image(src)
     channels, size = channels or c0, size or s0
     images = decode(src, channels, size)
     labels = torch.full((len(src),), -1, dtype=torch.long)
     return ImageData(images, src.records, [], labels, src.name), [r["text"] for r in src.records]
+
+
+def data_hash(data: ImageData) -> str:
+    """A short content hash of decoded images (ids and pixels), for --resume checks."""
+    h = hashlib.sha256()
+    h.update("\n".join(data.ids).encode())
+    h.update(data.images.numpy().tobytes())
+    return h.hexdigest()[:16]

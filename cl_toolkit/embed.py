@@ -1,26 +1,29 @@
-"""Models to embeddings: ``embed_images`` for tensors, ``embed`` for files, and the
-embeddings-folder format (``embeddings.npy`` + ``meta.jsonl`` + ``info.json``)."""
+"""Models to embeddings: ``embed_images`` for decoded images, ``embed_records`` for records in
+memory (``cltk match`` queries), ``embed`` for files and data sets (``cltk embed``). Which encoder
+embeds which field is decided once, by ``encoder_for``. The embeddings-folder format itself is
+``io.vectors``."""
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import load_images, load_texts, tag_text
+from .data import check_text, decode, load_images, load_texts, tag_text
 from .encoders import load_encoder
-from .io import InputError, atomic_dir, public, write_jsonl
+from .io import InputError, RunDir, image_source, write_embeddings
+
+Progress = Callable[[int], None] | None
 
 
 @torch.no_grad()
 def embed_images(encoder: nn.Module, images: torch.Tensor, batch_size: int = 512,
                  normalize: bool = True, device: str | torch.device = "cpu",
-                 progress=None) -> np.ndarray:
+                 progress: Progress = None) -> np.ndarray:
     """uint8 [N, C, H, W] -> float32 [N, D] (L2-normalised rows if ``normalize``)."""
     out = []
     was = encoder.training
@@ -35,78 +38,71 @@ def embed_images(encoder: nn.Module, images: torch.Tensor, batch_size: int = 512
     return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 
-def embed(model: str, data: str, out: str | None = None, batch_size: int = 512, normalize: bool = True,
-          device: str = "cpu", force: bool = False, progress=None,
-          field: str | None = None) -> tuple[np.ndarray, list[dict], dict]:
-    """Embed a data set with a run dir, an encoder folder or (text) a Hugging Face model; write
-    an embeddings folder to ``out`` when given. ``field`` picks what to embed (``image``,
-    ``text`` or ``tag``) and, in a two-tower run, the tower (``encoder/<field>``); by default
-    whatever the model takes. Returns (embeddings, records, info)."""
-    tower = field if field is not None and Path(model, "encoder", field).is_dir() else None
+def encoder_for(model: str, field: str | None, device: str | torch.device = "cpu") -> tuple[nn.Module, dict, str]:
+    """The encoder that embeds ``field`` (``image``, ``text`` or ``tag``): in a two-tower run the
+    tower of that name (``RUN/encoder/FIELD``), else the model's one encoder, which must take that
+    modality. Without ``field``, whatever the model takes. Returns (encoder, spec, field)."""
+    tower = field if RunDir(model).has_tower(field) else None
     encoder, spec = load_encoder(model, device, tower=tower)
     modality = spec.get("modality", "image")
     want = field or modality
     if (want == "image") != (modality == "image"):
         raise InputError(f"--field {want} needs a {'image' if want == 'image' else 'text'} encoder, but the model "
                          f"embeds {modality}", model)
+    return encoder, spec, want
+
+
+def _encode_texts(encoder, records: list[dict], field: str, batch_size: int, normalize: bool, device,
+                  progress: Progress) -> np.ndarray:
+    texts = [tag_text(r[field]) if field == "tag" else r[field] for r in records]
+    return encoder.encode(texts, min(batch_size, 256), normalize, device, progress)
+
+
+def _info(model: str, spec: dict, field: str, emb: np.ndarray, normalize: bool, source: str, t0: float) -> dict:
+    return {"model": str(model), "encoder": spec["name"], "field": field, "dim": int(emb.shape[1]),
+            "normalized": normalize, "count": len(emb), "source": source, "seconds": round(time.time() - t0, 2),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def embed_records(records: list[dict], name: str, model: str, device: str | torch.device = "cpu",
+                  batch_size: int = 256, field: str | None = None, normalize: bool = True,
+                  progress: Progress = None) -> tuple[np.ndarray, dict]:
+    """Embed JSONL records already read from ``name``: their ``image`` with an image encoder,
+    their text field with a text encoder. ``field`` says which when records have both (and picks
+    the tower of a two-tower run); by default ``image`` where the first record has one, else
+    ``text``. Returns (embeddings, info)."""
     t0 = time.time()
-    if modality == "image":
+    encoder, spec, want = encoder_for(model, field or ("image" if "image" in records[0] else "text"), device)
+    if want == "image":
+        inp = spec["input"]
+        src = image_source([dict(r) for r in records], name)   # the records keep their paths as given
+        images = decode(src, inp["channels"], inp["image_size"])
+        emb = embed_images(encoder, images, batch_size, normalize, device, progress)
+    else:
+        for r in records:
+            check_text(r, want, name, hint=" (the record has 'image' but the model embeds text)" if "image" in r
+                       else "")
+        emb = _encode_texts(encoder, records, want, batch_size, normalize, device, progress)
+    return emb, _info(model, spec, want, emb, normalize, name, t0)
+
+
+def embed(model: str, data: str, out: str | None = None, batch_size: int = 512, normalize: bool = True,
+          device: str | torch.device = "cpu", force: bool = False, progress: Progress = None,
+          field: str | None = None) -> tuple[np.ndarray, list[dict], dict]:
+    """Embed a data set (an image folder, a JSONL file, a built-in data set) with a run dir, an
+    encoder folder or (text) a Hugging Face model; write an embeddings folder to ``out`` when
+    given. ``field`` as in ``encoder_for``. Returns (embeddings, records, info)."""
+    t0 = time.time()
+    encoder, spec, want = encoder_for(model, field, device)
+    if want == "image":
         inp = spec["input"]
         images = load_images(data, channels=inp["channels"], size=inp["image_size"])
         emb = embed_images(encoder, images.images, batch_size, normalize, device, progress)
         records, source = images.records, images.source
     else:
-        records = load_texts(data, (want,))
-        texts = [tag_text(r[want]) if want == "tag" else r[want] for r in records]
-        emb = encoder.encode(texts, min(batch_size, 256), normalize, device, progress)
-        source = data
-    info = {"model": str(model), "encoder": spec["name"], "field": want, "dim": int(emb.shape[1]),
-            "normalized": normalize, "count": len(emb), "source": source, "seconds": round(time.time() - t0, 2),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        records, source = load_texts(data, (want,)), data
+        emb = _encode_texts(encoder, records, want, batch_size, normalize, device, progress)
+    info = _info(model, spec, want, emb, normalize, source, t0)
     if out is not None:
         write_embeddings(out, emb, records, info, force=force)
     return emb, records, info
-
-
-def embedding_records(emb: np.ndarray, records: list[dict]):
-    """JSONL lines for ``cltk embed --out -``: each record's fields plus ``embedding``."""
-    for r, e in zip(records, emb):
-        yield {**_meta(r), "embedding": [round(float(x), 6) for x in e]}
-
-
-def write_embeddings(out: str | Path, emb: np.ndarray, records: list[dict], info: dict, force: bool = False) -> None:
-    with atomic_dir(out, force=force) as tmp:
-        np.save(tmp / "embeddings.npy", emb.astype(np.float32))
-        with (tmp / "meta.jsonl").open("w", encoding="utf-8") as f:
-            write_jsonl(f, (_meta(r) for r in records))
-        (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
-
-
-def _meta(rec: dict) -> dict:
-    r = public(rec)
-    r.pop("index", None)
-    return r
-
-
-def read_embeddings(path: str | Path) -> tuple[np.ndarray, list[dict], dict]:
-    """An embeddings folder (or a bare ``.npy``, whose rows get ids "0", "1", ...)."""
-    p = Path(path)
-    npy = p / "embeddings.npy" if p.is_dir() else p
-    if not npy.is_file():
-        raise InputError("not an embeddings folder or .npy file", path)
-    try:
-        emb = np.load(npy, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise InputError(f"cannot read embeddings ({e})", npy) from None
-    if emb.ndim != 2 or emb.shape[0] == 0:
-        raise InputError(f"expected a non-empty 2-D array, got shape {emb.shape}", npy)
-    if p.is_dir() and (p / "meta.jsonl").is_file():
-        from .io import read_jsonl
-
-        meta = [public(r) for r in read_jsonl(p / "meta.jsonl")]
-        if len(meta) != len(emb):
-            raise InputError(f"{len(meta)} ids for {len(emb)} vectors", p / "meta.jsonl")
-    else:
-        meta = [{"id": str(i)} for i in range(len(emb))]
-    info = json.loads((p / "info.json").read_text()) if p.is_dir() and (p / "info.json").is_file() else {}
-    return emb.astype(np.float32, copy=False), meta, info

@@ -1,12 +1,24 @@
-"""Evaluation: weighted kNN classification (more protocols extend this module)."""
+"""Evaluation: weighted kNN classification (and the training-time kNN monitor), the linear probe,
+retrieval recall@k and MRR, zero-shot classification."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
-from .io import InputError
+from .data import ImageData, load_labelled, tag_text
+from .embed import embed_images
+from .encoders import load_encoder
+from .index import load, prepare, search
+from .io import InputError, check_vectors, read_embeddings, read_jsonl
 
 
 @torch.no_grad()
@@ -55,9 +67,6 @@ def labelled_features(first: str, second: str, model: str | None = None, device=
     two embeddings folders (labels from meta.jsonl), or two image data sets embedded with
     ``model``. Returns (x1, y1, x2, y2) with numpy features and integer labels."""
     if model:
-        from .data import load_labelled
-        from .embed import embed_images
-        from .encoders import load_encoder
 
         enc, spec = load_encoder(model, device)
         c, s = spec["input"]["channels"], spec["input"]["image_size"]
@@ -66,7 +75,6 @@ def labelled_features(first: str, second: str, model: str | None = None, device=
         xa, xb = (embed_images(enc, d.images, normalize=False, device=device) for d in (a, b))
         ya, yb, _ = label_ids(a.records, b.records, (first, second))
         return xa, np.asarray(ya), xb, np.asarray(yb)
-    from .embed import read_embeddings
 
     xa, ma, _ = read_embeddings(first)
     xb, mb, _ = read_embeddings(second)
@@ -99,7 +107,6 @@ def relevance(qmeta: list[dict], tmeta: list[dict], ranked: np.ndarray, pairs: d
     Relevant: by default the target with the query's id; with ``pairs`` (query id -> target ids)
     the listed targets; with ``match_field`` every target whose field equals the query's.
     Returns (hits bool [Q, depth], has_relevant bool [Q]: the query has a relevant target at all)."""
-    import json
 
     valid = ranked >= 0
     safe = np.where(valid, ranked, 0)
@@ -139,7 +146,6 @@ def retrieval_metrics(hits: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dic
 
 def read_pairs(path: str) -> dict[str, set[str]]:
     """A JSONL file of ``{"query": QID, "target": TID}`` lines (several lines per query allowed)."""
-    from .io import read_jsonl
 
     pairs: dict[str, set[str]] = {}
     for r in read_jsonl(path, required=("query", "target")):
@@ -156,9 +162,7 @@ def retrieval_eval(queries: np.ndarray, qmeta: list[dict], targets: np.ndarray |
     metric, tuned parameters and meta). ``exclude_self`` drops a result with the query's own id
     (for queries that are also targets). Queries without any relevant target are left out and
     counted in ``n_without_relevant``."""
-    import faiss
 
-    from .index import check_vectors, load, prepare, search
 
     check_vectors(queries, qmeta, "queries")
     if index_dir is not None:
@@ -196,9 +200,7 @@ def retrieval_eval(queries: np.ndarray, qmeta: list[dict], targets: np.ndarray |
 def read_classes(path: str) -> tuple[list[str], list[str]]:
     """A classes file: one class a line, ``label`` or ``label<TAB>name in prompts``; returns
     (labels, names). Without a name, the label is read as words (``ankle-boot`` -> ankle boot)."""
-    from pathlib import Path
 
-    from .data import tag_text
 
     p = Path(path)
     if not p.is_file():
@@ -218,7 +220,6 @@ def read_classes(path: str) -> tuple[list[str], list[str]]:
 def read_templates(path: str | None) -> list[str]:
     if path is None:
         return ["a photo of a {}."]
-    from pathlib import Path
 
     if not Path(path).is_file():
         raise InputError("no such file", path)
@@ -236,9 +237,6 @@ def zeroshot(model: str, data: str, classes: str, templates: str | None = None, 
     """Zero-shot classification with a two-tower (clip) run: each class is the mean of its
     prompts' text embeddings (``templates`` with the class name filled in); an image gets the
     class whose embedding is closest. Returns accuracy, per-class accuracy and the setup."""
-    from .data import load_labelled
-    from .embed import embed_images
-    from .encoders import load_encoder
 
     image_enc, ispec = load_encoder(model, device, tower="image")
     text_enc, _ = load_encoder(model, device, tower="text")
@@ -262,3 +260,85 @@ def zeroshot(model: str, data: str, classes: str, templates: str | None = None, 
                  if (y == i).any()}
     return {"accuracy": round(float((pred == y).float().mean()), 4), "per_class": per_class, "images": len(y),
             "classes": len(labels), "templates": temps, "prompts_for": dict(zip(labels, names))}
+
+
+# ---------------------------------------------------------------- the training-time kNN monitor
+
+def knn_monitor(data: ImageData, query: ImageData | None = None, max_bank: int = 2000, k: int = 20,
+                seed: int = 0) -> Callable:
+    """A ``pretrain`` monitor measuring weighted-kNN accuracy (k=20, t=0.07) with labelled
+    images: ``query`` against ``data``, or without a query a fixed random 20% of (up to
+    ``max_bank``) images of ``data`` against the rest."""
+    if not data.has_labels:
+        raise InputError("kNN monitoring needs labels on every training record (or class subfolders)", data.source)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data), generator=g)[:max_bank]
+    if query is None:
+        n_q = max(1, len(idx) // 5)
+        q_imgs, q_lab = data.images[idx[:n_q]], data.labels[idx[:n_q]]
+        idx = idx[n_q:]
+    else:
+        q_imgs, q_lab = query.images, query.labels
+    b_imgs, b_lab = data.images[idx], data.labels[idx]
+
+    def monitor(model, state) -> dict:
+        encoder = model.encoder
+        dev = next(encoder.parameters()).device
+        bank = embed_images(encoder, b_imgs, device=dev)
+        q = embed_images(encoder, q_imgs, device=dev)
+        res = knn_accuracy(bank, b_lab, q, q_lab, k=min(k, len(b_lab)))
+        return {key: res[key] for key in ("knn_top1", "knn_top5") if key in res}
+
+    return monitor
+
+
+# ---------------------------------------------------------------- the linear probe
+
+@dataclass
+class LinearHead:
+    weight: Tensor       # [C, D]
+    bias: Tensor         # [C]
+    mean: Tensor         # [D] feature standardisation (zeros / ones when not standardised)
+    std: Tensor          # [D]
+
+    def logits(self, x: Tensor) -> Tensor:
+        return ((x.float() - self.mean) / self.std) @ self.weight.T + self.bias
+
+
+def fit_linear(x: Tensor, y: Tensor, num_classes: int, weight_decay: float = 1e-4, max_iter: int = 300,
+               standardize: bool = True) -> LinearHead:
+    """Multinomial logistic regression on frozen features x [N, D] with labels y [N] (L-BFGS)."""
+    x = x.float()
+    mean = x.mean(0) if standardize else torch.zeros(x.shape[1])
+    std = x.std(0).clamp_min(1e-6) if standardize and len(x) > 1 else torch.ones(x.shape[1])
+    xs = (x - mean) / std
+    w = torch.zeros(num_classes, x.shape[1], requires_grad=True)
+    b = torch.zeros(num_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, tolerance_change=1e-9,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(xs @ w.T + b, y) + weight_decay / 2 * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return LinearHead(w.detach(), b.detach(), mean, std)
+
+
+def accuracy(logits: Tensor, y: Tensor) -> float:
+    return round(float((logits.argmax(1) == y).float().mean()), 4) if len(y) else float("nan")
+
+
+def linear_eval(train_x, train_y, test_x, test_y, weight_decay: float = 1e-4) -> tuple[dict, LinearHead]:
+    """Linear-probe top-1 accuracy of test features with a head fitted on the training features."""
+    tx, ty = torch.as_tensor(np.asarray(train_x)).float(), torch.as_tensor(np.asarray(train_y)).long()
+    qx, qy = torch.as_tensor(np.asarray(test_x)).float(), torch.as_tensor(np.asarray(test_y)).long()
+    if len(ty) and (ty < 0).any():
+        raise InputError("the linear probe needs a known label on every training record")
+    num_classes = int(ty.max()) + 1
+    head = fit_linear(tx, ty, num_classes, weight_decay)
+    res = {"linear_top1": accuracy(head.logits(qx), qy), "train_top1": accuracy(head.logits(tx), ty),
+           "weight_decay": weight_decay, "n_train": len(ty), "n_test": len(qy), "classes": num_classes}
+    return res, head

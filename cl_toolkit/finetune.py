@@ -1,7 +1,7 @@
 """Supervised use of a pretrained encoder: the linear probe and full fine-tuning.
 
-- ``fit_linear`` / ``linear_eval``: the linear-evaluation protocol of the SSL literature, a
-  multinomial logistic regression on frozen features, standardised with the training set's
+- the linear probe (``eval.fit_linear`` / ``eval.linear_eval``): the linear-evaluation protocol of
+  the SSL literature, a multinomial logistic regression on frozen features, standardised with the training set's
   mean and std, fitted to convergence with L-BFGS (full batch; features are cached in memory):
 
       min_{W, b}  mean_i CE(W x_i' + b, y_i) + weight_decay / 2 * |W|^2,   x' = (x - mu) / sigma
@@ -12,7 +12,7 @@
   and flips). RUN2 holds config.json, env.json, metrics.jsonl, encoder/, head.safetensors
   (weight, bias, mean, std) and results.json.
 
-Pretraining goes through ``train.pretrain``; this supervised loop is separate because it has
+Pretraining goes through the one trainer (``train.Trainer``); this supervised loop is separate because it has
 labels, one view and a head instead of a method, and it stays this small.
 """
 
@@ -27,62 +27,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from .data import ImageData, load_labelled
+from .augment import ViewGenerator, ViewSpec
+from .data import ImageData, data_hash, load_labelled
 from .embed import embed_images
 from .encoders import load_encoder, save_encoder
-from .io import InputError, atomic_dir, check_output, write_jsonl
-
-
-@dataclass
-class LinearHead:
-    weight: Tensor       # [C, D]
-    bias: Tensor         # [C]
-    mean: Tensor         # [D] feature standardisation (zeros / ones when not standardised)
-    std: Tensor          # [D]
-
-    def logits(self, x: Tensor) -> Tensor:
-        return ((x.float() - self.mean) / self.std) @ self.weight.T + self.bias
-
-
-def fit_linear(x: Tensor, y: Tensor, num_classes: int, weight_decay: float = 1e-4, max_iter: int = 300,
-               standardize: bool = True) -> LinearHead:
-    """Multinomial logistic regression on frozen features x [N, D] with labels y [N] (L-BFGS)."""
-    x = x.float()
-    mean = x.mean(0) if standardize else torch.zeros(x.shape[1])
-    std = x.std(0).clamp_min(1e-6) if standardize and len(x) > 1 else torch.ones(x.shape[1])
-    xs = (x - mean) / std
-    w = torch.zeros(num_classes, x.shape[1], requires_grad=True)
-    b = torch.zeros(num_classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, tolerance_change=1e-9,
-                            history_size=20, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(xs @ w.T + b, y) + weight_decay / 2 * w.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return LinearHead(w.detach(), b.detach(), mean, std)
-
-
-def accuracy(logits: Tensor, y: Tensor) -> float:
-    return round(float((logits.argmax(1) == y).float().mean()), 4) if len(y) else float("nan")
-
-
-def linear_eval(train_x, train_y, test_x, test_y, weight_decay: float = 1e-4) -> tuple[dict, LinearHead]:
-    """Linear-probe top-1 accuracy of test features with a head fitted on the training features."""
-    tx, ty = torch.as_tensor(np.asarray(train_x)).float(), torch.as_tensor(np.asarray(train_y)).long()
-    qx, qy = torch.as_tensor(np.asarray(test_x)).float(), torch.as_tensor(np.asarray(test_y)).long()
-    if len(ty) and (ty < 0).any():
-        raise InputError("the linear probe needs a known label on every training record")
-    num_classes = int(ty.max()) + 1
-    head = fit_linear(tx, ty, num_classes, weight_decay)
-    res = {"linear_top1": accuracy(head.logits(qx), qy), "train_top1": accuracy(head.logits(tx), ty),
-           "weight_decay": weight_decay, "n_train": len(ty), "n_test": len(qy), "classes": num_classes}
-    return res, head
+from .eval import LinearHead, accuracy, fit_linear
+from .io import InputError, RunDir, TrainingError, atomic_dir, check_output, write_jsonl
+from .io.run import ENCODER, HEAD, RESULTS
+from .runtime import environment, resolve_device, seed_everything
 
 
 @dataclass
@@ -102,8 +57,6 @@ class FinetuneConfig:
 
 def _train_full(enc: nn.Module, head: nn.Linear, data: ImageData, cfg: FinetuneConfig, device: torch.device,
                 log: list[dict]) -> None:
-    from .augment import ViewGenerator, ViewSpec
-
     size, channels = data.images.shape[2], data.images.shape[1]
     aug = ViewGenerator([ViewSpec(crop_scale=(0.6, 1.0), jitter=0.0, grayscale=0.0)], size, channels)
     model = nn.Sequential(enc, head).to(device).train()
@@ -124,8 +77,6 @@ def _train_full(enc: nn.Module, head: nn.Linear, data: ImageData, cfg: FinetuneC
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             if not torch.isfinite(loss):
-                from .train import TrainingError
-
                 raise TrainingError(f"loss became {loss.item()} at step {step}; lower --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -141,10 +92,6 @@ def _train_full(enc: nn.Module, head: nn.Linear, data: ImageData, cfg: FinetuneC
 def finetune(cfg: FinetuneConfig, force: bool = False) -> dict:
     """Linear probe or full fine-tune of the encoder of run ``cfg.run`` on ``cfg.data``; writes
     the run dir ``cfg.out`` and returns its results."""
-    from safetensors.torch import save_file
-
-    from .train import data_hash, environment, resolve_device, seed_everything
-
     if cfg.mode not in ("linear", "full"):
         raise InputError(f"unknown fine-tuning mode {cfg.mode!r}; choose linear or full")
     check_output(cfg.out, force)
@@ -179,13 +126,14 @@ def finetune(cfg: FinetuneConfig, force: bool = False) -> dict:
         results.update({"test_top1": acc(test), "n_test": len(test)})
     results["seconds"] = round(time.time() - t0, 1)
     with atomic_dir(cfg.out, force=force) as tmp:
-        (tmp / "config.json").write_text(json.dumps({**asdict(cfg), "data_hash": data_hash(data),
-                                                     "encoder": spec["name"]}, indent=2) + "\n")
-        (tmp / "env.json").write_text(json.dumps(environment(device, "fp32"), indent=2, default=str) + "\n")
-        with (tmp / "metrics.jsonl").open("w") as f:
+        run = RunDir(tmp)
+        run.config.write_text(json.dumps({**asdict(cfg), "data_hash": data_hash(data), "encoder": spec["name"]},
+                                         indent=2) + "\n")
+        run.env.write_text(json.dumps(environment(device, "fp32"), indent=2, default=str) + "\n")
+        with run.metrics.open("w") as f:
             write_jsonl(f, log)
-        save_encoder(enc.float().cpu(), spec["name"], spec.get("args", {}), tmp / "encoder",
+        save_encoder(enc.float().cpu(), spec["name"], spec.get("args", {}), tmp / ENCODER,
                      extra={"source": {"run": str(cfg.run), "finetune": cfg.mode}})
-        save_file({k: v.contiguous() for k, v in asdict(head).items()}, str(tmp / "head.safetensors"))
-        (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        save_file({k: v.contiguous() for k, v in asdict(head).items()}, str(tmp / HEAD))
+        (tmp / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
     return {"out": str(Path(cfg.out)), **results}

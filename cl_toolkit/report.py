@@ -14,20 +14,20 @@ import base64
 import html
 import io
 import json
-from collections.abc import Callable
 from pathlib import Path
 
-import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from .data import ImageData
-from .io import InputError, atomic_file
+from .io import InputError, RunDir, atomic_file
+from .io.run import REPORT
 
 COLLAPSE_KEYS = [("std", "per-dimension std (normalised)"), ("effective_rank", "effective rank"),
                  ("alignment", "alignment (lower: views agree)"), ("uniformity", "uniformity (lower: spread out)")]
 
 
 def read_metrics(run: str | Path) -> list[dict]:
-    p = Path(run) / "metrics.jsonl"
+    p = RunDir(run).metrics
     if not p.is_file():
         raise InputError("not a run dir (no metrics.jsonl)", run)
     rows = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
@@ -42,7 +42,6 @@ def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
 
 
 def _figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 3.6):
-    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).flatten()
@@ -101,11 +100,9 @@ def figures(rows: list[dict], title: str = "") -> dict[str, object]:
 
 def write_report(run: str | Path) -> Path:
     """Write the PNGs and report.html into the run dir ``run``; returns the HTML path."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     run = Path(run)
     rows = read_metrics(run)
-    cfg_path = run / "config.json"
+    cfg_path = RunDir(run).config
     cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
     title = f"{cfg.get('method', '')} / {cfg.get('encoder', '')}".strip(" /")
     parts = []
@@ -140,38 +137,7 @@ figure{{margin:1.5em 0}}img{{max-width:100%}}.warn{{color:#b00;font-weight:bold}
 <h2>Configuration</h2><table>{settings}</table>
 </body></html>
 """
-    out = run / "report.html"
+    out = run / REPORT
     with atomic_file(out, force=True) as f:
         f.write(page)
     return out
-
-
-def knn_monitor(data: ImageData, query: ImageData | None = None, max_bank: int = 2000, k: int = 20,
-                seed: int = 0) -> Callable:
-    """A ``pretrain`` monitor measuring weighted-kNN accuracy (k=20, t=0.07) with labelled
-    images: ``query`` against ``data``, or without a query a fixed random 20% of (up to
-    ``max_bank``) images of ``data`` against the rest."""
-    from .embed import embed_images
-    from .eval import knn_accuracy
-
-    if not data.has_labels:
-        raise InputError("kNN monitoring needs labels on every training record (or class subfolders)", data.source)
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(data), generator=g)[:max_bank]
-    if query is None:
-        n_q = max(1, len(idx) // 5)
-        q_imgs, q_lab = data.images[idx[:n_q]], data.labels[idx[:n_q]]
-        idx = idx[n_q:]
-    else:
-        q_imgs, q_lab = query.images, query.labels
-    b_imgs, b_lab = data.images[idx], data.labels[idx]
-
-    def monitor(model, state) -> dict:
-        encoder = model.encoder
-        dev = next(encoder.parameters()).device
-        bank = embed_images(encoder, b_imgs, device=dev)
-        q = embed_images(encoder, q_imgs, device=dev)
-        res = knn_accuracy(bank, b_lab, q, q_lab, k=min(k, len(b_lab)))
-        return {key: res[key] for key in ("knn_top1", "knn_top5") if key in res}
-
-    return monitor

@@ -24,10 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import read_tag_list, tag_text
+from .data import load_posts, read_tag_list, tag_text
 from .encoders import load_encoder
 from .index import build, load, make_index, search
-from .io import InputError, public, write_json
+from .io import InputError, RunDir, public, write_json
+from .io.run import TAG_INDEX, TAGGER
+from .tasks.posts import split_posts
 
 CALIBRATION_DEPTH = 10
 
@@ -85,25 +87,25 @@ def load_tagger(model: str, tags: str | None = None, device: str = "cpu") -> Tag
     """A CD-TOM run dir (its post tower, tag index and calibration), or with ``tags`` (a file,
     one tag a line) any text model: the run's tag tower (or the model itself, zero-shot)
     embeds that list."""
-    run = Path(model)
-    is_run = (run / "tagger.json").is_file()
+    run = RunDir(model)
+    is_run = (run.root / TAGGER).is_file()
     post, _ = load_encoder(model, device, tower="text" if is_run else None)
     if getattr(post, "modality", "image") != "text":
         raise InputError("the model is an image encoder; tagging needs a text encoder or a cdtom run", model)
     if tags is not None:
         vocab = read_tag_list(tags)
-        tag_enc = load_encoder(model, device, tower="tag")[0] if (run / "encoder" / "tag").is_dir() else post
+        tag_enc = load_encoder(model, device, tower="tag")[0] if run.has_tower("tag") else post
         emb = tag_enc.encode([tag_text(t) for t in vocab], device=device)
-        meta = json.loads((run / "tagger.json").read_text()) if is_run else {}
+        meta = json.loads((run.root / TAGGER).read_text()) if is_run else {}
         return Tagger(post, _flat_index(emb), vocab, meta.get("calibration"),
                       {"model": model, "tags": tags, "zero_shot": not is_run})
     if not is_run:
         raise InputError("not a cdtom run dir (no tagger.json); give --tags TAGS.txt to tag zero-shot with a "
                          "text encoder", model)
-    meta = json.loads((run / "tagger.json").read_text())
-    index, rows, _ = load(run / "tag_index")
+    meta = json.loads((run.root / TAGGER).read_text())
+    index, rows, _ = load(run.root / TAG_INDEX)
     return Tagger(post, index, [r["id"] for r in rows], meta.get("calibration"),
-                  {"model": model, "tags": str(run / "tag_index"), "zero_shot": False})
+                  {"model": model, "tags": str(run.root / TAG_INDEX), "zero_shot": False})
 
 
 def tag_posts(tagger: Tagger, records: list[dict], top_k: int = 3, min_score: float | None = None,
@@ -126,23 +128,30 @@ def tag_posts(tagger: Tagger, records: list[dict], top_k: int = 3, min_score: fl
 
 # ---------------------------------------------------------------- the end of a cdtom run
 
-def finish_run(out: Path, post_enc, tag_enc, vocab: list[str], calibration_posts: list[dict],
-               calibrated_on: str) -> dict:
-    """Embed the vocabulary with the tag tower into ``out/tag_index`` and fit the score
-    calibration on ``calibration_posts`` (records with gold ``tags``) into ``out/tagger.json``."""
-    emb = tag_enc.encode([tag_text(t) for t in vocab])
-    build(emb, [{"id": t} for t in vocab], out / "tag_index", kind="auto", metric="ip",
-          emb_info={"model": str(out / "encoder" / "tag"), "source": "tag vocabulary"}, force=True)
+def finish_run(run: str | Path, device: str = "cpu") -> dict:
+    """The end of a cdtom run, after its towers are exported: embed the vocabulary with the tag
+    tower into ``RUN/tag_index`` and fit the score calibration on the run's calibration posts
+    (held out by id hash; see ``tasks.posts``) into ``RUN/tagger.json``. Reads the run dir only."""
+    rd = RunDir(run)
+    cfg = rd.read_config()
+    mc = cfg["method_config"]
+    split = split_posts(load_posts(cfg["data"]), mc["tags"], mc["calibration_holdout"], cfg["data"])
+    vocab = split.vocab
+    post_enc, _ = load_encoder(rd.root, device, tower="text")
+    tag_enc, _ = load_encoder(rd.root, device, tower="tag")
+    emb = tag_enc.encode([tag_text(t) for t in vocab], device=device)
+    build(emb, [{"id": t} for t in vocab], rd.root / TAG_INDEX, kind="auto", metric="ip",
+          emb_info={"model": str(rd.tower("tag")), "source": "tag vocabulary"}, force=True)
     depth = min(CALIBRATION_DEPTH, len(vocab))
-    q = post_enc.encode([p["text"] for p in calibration_posts])
+    q = post_enc.encode([p["text"] for p in split.calibration], device=device)
     cos, rows = search(_flat_index(emb), q, depth, normalize=True)
-    gold = [set(p["tags"]) for p in calibration_posts]
+    gold = [set(p["tags"]) for p in split.calibration]
     labels = np.array([[vocab[j] in g for j in row] for row, g in zip(rows, gold)])
     cal = fit_calibration(cos.ravel(), labels.ravel()) if 0 < labels.mean() < 1 else None
-    meta = {"vocabulary": len(vocab), "calibration": cal and {**cal, "fitted_on": calibrated_on,
-                                                             "posts": len(calibration_posts), "depth": depth},
+    meta = {"vocabulary": len(vocab), "calibration": cal and {**cal, "fitted_on": split.calibrated_on,
+                                                             "posts": len(split.calibration), "depth": depth},
             "score": "P(tag is right) = sigmoid(a * cosine + b)" if cal else "cosine"}
-    write_json(out / "tagger.json", meta)
+    write_json(rd.root / TAGGER, meta)
     return meta
 
 

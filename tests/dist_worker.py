@@ -17,9 +17,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cl_toolkit import dist  # noqa: E402
+from cl_toolkit.config import resolve_config
 from cl_toolkit.io import InputError  # noqa: E402
 from cl_toolkit.losses import clip_loss, info_nce, nt_xent  # noqa: E402
-from cl_toolkit.train import pretrain, resolve_config  # noqa: E402
+from cl_toolkit.pipeline import pretrain  # noqa: E402
 
 
 def losses() -> dict:

@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cl_toolkit.config import resolve_config
 from cl_toolkit.embed import embed
 from cl_toolkit.eval import retrieval_eval
 from cl_toolkit.losses import clip_loss
-from cl_toolkit.train import pretrain, resolve_config
+from cl_toolkit.pipeline import pretrain
 
 
 def test_clip_loss_hand_value_with_duplicate_mask():
@@ -102,7 +103,7 @@ def test_bad_pairs_give_one_line_and_exit_2(cli, samples, tmp_path, edit, field)
 def test_image_tower_starts_from_a_pretrain_run(samples, tmp_path):
     from cl_toolkit.encoders import load_encoder
     from cl_toolkit.methods import get_method
-    from cl_toolkit.methods.clip import PairsTask
+    from cl_toolkit.tasks.pairs import PairsTask
 
     img_run = tmp_path / "byol"
     pretrain(resolve_config({"method": "byol", "data": str(samples / "fashion"), "out": str(img_run),
@@ -110,7 +111,7 @@ def test_image_tower_starts_from_a_pretrain_run(samples, tmp_path):
     cfg = resolve_config({"method": "clip", "data": str(samples / "pairs.jsonl"), "out": str(tmp_path / "clip"),
                           "encoder": "convnet-tiny", "method_config": {"init_image": str(img_run),
                                                                        "lock_image": True}})
-    task = PairsTask(cfg, get_method("clip"), torch.device("cpu"))
+    task = PairsTask(cfg, get_method("clip").cls, torch.device("cpu"))
     want = load_encoder(img_run)[0].backbone.state_dict()
     got = task.model.encoder.backbone.state_dict()
     assert all(torch.equal(want[k], got[k]) for k in want)
@@ -120,12 +121,12 @@ def test_image_tower_starts_from_a_pretrain_run(samples, tmp_path):
 
 def test_similar_captions_can_count_as_duplicates(samples, tmp_path):
     from cl_toolkit.methods import duplicate_mask, get_method
-    from cl_toolkit.methods.clip import PairsTask
+    from cl_toolkit.tasks.pairs import PairsTask
 
     def mask(same):
         cfg = resolve_config({"method": "clip", "data": str(samples / "pairs.jsonl"), "out": str(tmp_path / "c"),
                               "encoder": "convnet-tiny", "method_config": {"same_caption": same}})
-        task = PairsTask(cfg, get_method("clip"), torch.device("cpu"))
+        task = PairsTask(cfg, get_method("clip").cls, torch.device("cpu"))
         batch = task.batch(torch.arange(50))
         return duplicate_mask(batch["ids"], batch.get("dup_features"), same)
 

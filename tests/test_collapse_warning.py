@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from cl_toolkit import collapse
+from cl_toolkit.config import resolve_config
 from cl_toolkit.data import load_images
-from cl_toolkit.train import pretrain, resolve_config
+from cl_toolkit.pipeline import pretrain
 
 
 def test_warnings_for_point_and_dimensional_collapse():
@@ -41,17 +42,17 @@ class _Constant(nn.Module):
 def test_collapsed_encoder_trips_the_warning_and_a_healthy_one_does_not(tmp_path, monkeypatch, capsys, collapsed):
     from pathlib import Path
 
-    import cl_toolkit.train as train
+    import cl_toolkit.tasks.images as images
 
     if collapsed:
-        real = train.create_encoder
+        real = images.create_encoder
 
         def create(*a, **k):
             enc = real(*a, **k)
             enc.backbone = _Constant(enc.backbone)
             return enc
 
-        monkeypatch.setattr(train, "create_encoder", create)
+        monkeypatch.setattr(images, "create_encoder", create)
     data = load_images(str(Path(__file__).parents[1] / "data_samples" / "fashion"))
     cfg = resolve_config({"method": "byol", "out": str(tmp_path / "run"), "encoder": "convnet-tiny", "epochs": 2,
                           "batch_size": 16, "log_every": 1, "threads": 2})

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cl_toolkit.train import grad_cache_step, pretrain, resolve_config
+from cl_toolkit.config import resolve_config
+from cl_toolkit.gradcache import grad_cache_step
+from cl_toolkit.pipeline import pretrain
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 
@@ -142,11 +144,11 @@ def test_ranks_that_disagree_on_the_config_stop_with_a_clear_error(samples, tmp_
 
 def _simclr_eval_mode(samples, tmp_path):
     from cl_toolkit.methods import get_method
-    from cl_toolkit.train import ImageTask
+    from cl_toolkit.tasks.images import ImageTask
 
     cfg = resolve_config(_run_args(samples, tmp_path))
     torch.manual_seed(0)
-    task = ImageTask(cfg, get_method("simclr"), torch.device("cpu"))
+    task = ImageTask(cfg, get_method("simclr").cls, torch.device("cpu"))
     task.model.float().to(memory_format=torch.contiguous_format)
     return task
 
@@ -177,13 +179,13 @@ def test_grad_cache_replays_dropout_exactly(tiny_bert, tmp_path, samples):
     pass, so the gradient equals back-propagating through all chunks at once with those masks."""
     import contextlib
 
+    from cl_toolkit.gradcache import _split
     from cl_toolkit.methods import get_method
-    from cl_toolkit.methods.simcse import TextTask
-    from cl_toolkit.train import _split
+    from cl_toolkit.tasks.text import TextTask
 
     cfg = resolve_config({"method": "simcse", "data": str(samples / "posts.jsonl"), "out": str(tmp_path / "s"),
                           "encoder": str(tiny_bert)})
-    task = TextTask(cfg, get_method("simcse"), torch.device("cpu"))
+    task = TextTask(cfg, get_method("simcse").cls, torch.device("cpu"))
     model = task.model.train()
     batch = task.batch(torch.arange(12))
     torch.manual_seed(1)

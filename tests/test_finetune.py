@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cl_toolkit.finetune import fit_linear, linear_eval
+from cl_toolkit.eval import fit_linear, linear_eval
 
 
 def _clusters(seed, n, spread=1.0):
@@ -40,8 +40,9 @@ def test_fit_linear_recovers_a_linear_rule():
 def run(tmp_path_factory):
     from pathlib import Path
 
+    from cl_toolkit.config import resolve_config
     from cl_toolkit.data import load_images
-    from cl_toolkit.train import pretrain, resolve_config
+    from cl_toolkit.pipeline import pretrain
 
     out = tmp_path_factory.mktemp("ft") / "run"
     data = load_images(str(Path(__file__).parents[1] / "data_samples" / "fashion"))
@@ -85,7 +86,7 @@ def test_finetune_linear_and_full_cli(run, tmp_path, cli, samples):
 
 
 def test_eval_linear_cli_from_model_and_from_embeddings(run, tmp_path, cli, samples):
-    from cl_toolkit.embed import write_embeddings
+    from cl_toolkit.io import write_embeddings
 
     r = cli("eval", "linear", "--model", run, "--train", samples / "fashion", "--test", samples / "images.jsonl")
     assert r.returncode == 0, r.stderr

@@ -10,9 +10,8 @@ import pytest
 from conftest import one_line_error
 
 from cl_toolkit import index as ix
-from cl_toolkit.embed import read_embeddings, write_embeddings
 from cl_toolkit.eval import read_pairs, retrieval_eval
-from cl_toolkit.io import InputError
+from cl_toolkit.io import InputError, read_embeddings, write_embeddings
 
 
 def clustered(n: int, d: int, seed: int = 0, clusters: int = 20) -> np.ndarray:

@@ -13,8 +13,7 @@ from conftest import one_line_error
 
 from cl_toolkit import cli
 from cl_toolkit import index as ix
-from cl_toolkit.embed import write_embeddings
-from cl_toolkit.io import InputError
+from cl_toolkit.io import InputError, write_embeddings
 
 
 def clustered(n: int, d: int, seed: int = 0, clusters: int = 30) -> np.ndarray:
@@ -78,7 +77,7 @@ def test_cli_shards_then_match_and_the_multi_machine_steps(tmp_path, monkeypatch
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     factory = summary["factory"]
-    assert factory == f"IVF{ix._nlist(3000)},Flat" and summary["shards"] == 2 and summary["count"] == 3000
+    assert factory == f"IVF{ix.choose._nlist(3000)},Flat" and summary["shards"] == 2 and summary["count"] == 3000
     assert {p.name for p in tmp_path.iterdir()} == {"emb", "q", "idx"}      # no work folder left behind
 
     r = run(monkeypatch, capsys, "match", q, "--index", tmp_path / "idx", "--k", "5")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from cl_toolkit import index as ix
-from cl_toolkit.embed import embed, write_embeddings
-from cl_toolkit.io import InputError
+from cl_toolkit.embed import embed
+from cl_toolkit.io import InputError, write_embeddings
+from cl_toolkit.match import read_queries
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -79,14 +80,15 @@ def test_match_refuses_other_dimensions_and_models(vectors, tmp_path):
     ix.check_compatible(info, 12, "runs/m")
     ix.check_compatible(info, 12, str(Path.cwd() / "runs" / "m"))   # the same run given as an absolute path
     with pytest.raises(InputError, match="pass --model"):
-        ix.read_queries(str(root / "q" / "meta.jsonl"))
+        read_queries(str(root / "q" / "meta.jsonl"))
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A tiny trained run dir (1 epoch on the 50 sample images)."""
+    from cl_toolkit.config import resolve_config
     from cl_toolkit.data import load_images
-    from cl_toolkit.train import pretrain, resolve_config
+    from cl_toolkit.pipeline import pretrain
 
     root = tmp_path_factory.mktemp("run")
     samples = Path(__file__).resolve().parents[1] / "data_samples"

@@ -8,10 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cl_toolkit.config import resolve_config
 from cl_toolkit.data import load_images
 from cl_toolkit.io import InputError
-from cl_toolkit.methods import METHODS, _load_all, get_method, make_config
-from cl_toolkit.train import pretrain, resolve_config
+from cl_toolkit.methods import METHODS, get_method, load_all, make_config
+from cl_toolkit.pipeline import pretrain
 
 ZOO = ["mocov2", "mocov3", "simsiam", "swav", "barlow", "vicreg", "directpred"]
 
@@ -30,7 +31,7 @@ def _cfg(tmp_path, method, name, **kw):
 
 
 def test_every_method_is_registered_with_a_paper():
-    _load_all()
+    load_all()
     assert set(ZOO) <= set(METHODS)
     for m in METHODS.values():
         assert m.description and "20" in m.paper, m.name

@@ -6,10 +6,12 @@ import re
 
 import pytest
 
+from cl_toolkit.config import resolve_config
 from cl_toolkit.data import load_images
+from cl_toolkit.eval import knn_monitor
 from cl_toolkit.io import InputError
-from cl_toolkit.report import knn_monitor, write_report
-from cl_toolkit.train import pretrain, resolve_config
+from cl_toolkit.pipeline import pretrain
+from cl_toolkit.report import write_report
 
 
 def test_report_has_every_curve_embedded_and_linked(tmp_path, samples):

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from cl_toolkit.config import resolve_config
 from cl_toolkit.encoders import load_encoder
 from cl_toolkit.index import load, search
+from cl_toolkit.pipeline import pretrain
 from cl_toolkit.tag import fit_calibration, tag_metrics
-from cl_toolkit.train import pretrain, resolve_config
 
 
 def _train(samples, out, encoder, **mc):

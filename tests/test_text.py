@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cl_toolkit.config import TrainConfig, resolve_config
 from cl_toolkit.encoders import create_text_encoder, load_encoder
 from cl_toolkit.losses import info_nce, multi_positive_info_nce
-from cl_toolkit.train import TrainConfig, pretrain, resolve_config
+from cl_toolkit.pipeline import pretrain
 
 
 def test_mean_pooling_ignores_padding(tiny_bert):

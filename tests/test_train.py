@@ -4,9 +4,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cl_toolkit.config import resolve_config
 from cl_toolkit.data import load_images
-from cl_toolkit.io import InputError
-from cl_toolkit.train import TrainingError, lr_at, pretrain, resolve_config
+from cl_toolkit.io import InputError, TrainingError
+from cl_toolkit.optim import lr_at
+from cl_toolkit.pipeline import pretrain
 
 
 def _cfg(tmp_path, name, **kw):
@@ -93,7 +95,7 @@ def test_lr_schedule_warmup_and_cosine():
 
 
 def test_lars_step_hand_value():
-    from cl_toolkit.train import LARS
+    from cl_toolkit.optim import LARS
 
     w = torch.nn.Parameter(torch.tensor([[3.0, 4.0]]))
     b = torch.nn.Parameter(torch.tensor([1.0]))
@@ -107,7 +109,7 @@ def test_config_precedence_and_unknown_keys(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('method = "simclr"\nlr = 0.5\n[method_config]\ntemperature = 0.3\n')
     cfg = resolve_config({"lr": 0.25}, str(toml))
-    assert cfg.method == "simclr" and cfg.lr == 0.25 and cfg.method_config["temperature"] == 0.3
+    assert cfg.method == "simclr" and cfg.lr == 0.25 and cfg.method_config.temperature == 0.3
     with pytest.raises(InputError, match="unknown method config key"):
         resolve_config({"method": "byol", "method_config": {"temprature": 1}})
     with pytest.raises(InputError, match="either --epochs or --minutes"):

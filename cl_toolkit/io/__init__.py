@@ -18,6 +18,7 @@ from .images import (
     IMAGE_SUFFIXES,
     ImageSource,
     fashion_mnist_dir,
+    image_source,
     read_builtin,
     read_image_folder,
     read_image_jsonl,
@@ -36,9 +37,9 @@ from .vectors import (
 )
 
 __all__ = [
-    "FASHION_MNIST_CLASSES", "IMAGE_SUFFIXES", "ImageSource", "InputError", "RunDir", "TrainingError",
-    "atomic_dir", "atomic_file", "available_cpus", "check_output", "check_vectors", "embedding_records",
-    "embeddings_from_records", "fashion_mnist_dir", "meta_record", "open_vectors", "public", "read_builtin",
-    "read_embeddings", "read_image_folder", "read_image_jsonl", "read_images", "read_jsonl", "resolve_encoder_dir",
-    "write_embeddings", "write_json", "write_jsonl",
+    "FASHION_MNIST_CLASSES", "IMAGE_SUFFIXES", "ImageSource", "InputError", "RunDir", "TrainingError", "atomic_dir",
+    "atomic_file", "available_cpus", "check_output", "check_vectors", "embedding_records", "embeddings_from_records",
+    "fashion_mnist_dir", "image_source", "meta_record", "open_vectors", "public", "read_builtin", "read_embeddings",
+    "read_image_folder", "read_image_jsonl", "read_images", "read_jsonl", "resolve_encoder_dir", "write_embeddings",
+    "write_json", "write_jsonl",
 ]

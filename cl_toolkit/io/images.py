@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import numpy as np
+
 from .errors import InputError
 from .files import atomic_file
 from .records import read_jsonl
@@ -57,20 +59,30 @@ def read_image_folder(folder: Path) -> ImageSource:
     return ImageSource(str(folder), records, classes=classes)
 
 
-def read_image_jsonl(path: Path | str) -> ImageSource:
-    """JSONL with ``{"id", "image": path relative to the file, ...}``."""
-    recs = read_jsonl(path, required=("id", "image"))
-    base = Path(path).parent if str(path) != "-" else Path.cwd()
+def image_source(recs: list[dict], name: str) -> ImageSource:
+    """Validated image records ``{"id", "image": path relative to the file, ...}`` read from the
+    JSONL file ``name`` (``<stdin>``: paths relative to the working directory): every ``image``
+    a path string to an existing file, made absolute."""
+    base = Path.cwd() if name in ("-", "<stdin>") else Path(name).parent
     for r in recs:
+        if "image" not in r or r["image"] is None:
+            hint = " (the record has 'text'; is this a text model's input?)" if "text" in r else ""
+            raise InputError(f"missing{hint}", name, r["_line"], "image")
         if not isinstance(r["image"], str):
-            raise InputError("must be a path string", path, r["_line"], "image")
+            raise InputError("must be a path string", name, r["_line"], "image")
         p = Path(r["image"])
         r["image"] = str(p if p.is_absolute() else base / p)
-        r["_src"] = str(path)
+        r["_src"] = name
         if not Path(r["image"]).is_file():
-            raise InputError(f"image file not found: {r['image']}", path, r["_line"], "image")
-    labels = sorted({str(r["label"]) for r in recs if "label" in r})
-    return ImageSource(str(path), recs, classes=labels)
+            raise InputError(f"image file not found: {r['image']}", name, r["_line"], "image")
+    labels = sorted({str(r["label"]) for r in recs if r.get("label") is not None})
+    return ImageSource(name, recs, classes=labels)
+
+
+def read_image_jsonl(path: Path | str) -> ImageSource:
+    """A JSONL file of image records (``-`` is stdin), validated by ``image_source``."""
+    name = "<stdin>" if str(path) == "-" else str(path)
+    return image_source(read_jsonl(path), name)
 
 
 def fashion_mnist_dir() -> Path:
@@ -82,7 +94,7 @@ def fashion_mnist_dir() -> Path:
 def _fashion_mnist(split: str):
     """Load a Fashion-MNIST split through torchvision's own FashionMNIST class, from the
     locally installed files (never downloads): the gz files are unpacked once into a cache."""
-    from torchvision.datasets import FashionMNIST
+    from torchvision.datasets import FashionMNIST  # io imports no torch unless a built-in data set is read
 
     src = fashion_mnist_dir()
     cache = Path(os.environ.get("CLTK_CACHE", Path.home() / ".cache" / "cltk"))
@@ -119,8 +131,6 @@ def read_builtin(spec: str) -> ImageSource:
     images, labels = ds.data.numpy(), ds.targets.numpy()
     idx = list(range(len(labels)))
     if "per_class" in opts:
-        import numpy as np
-
         rng = np.random.default_rng(opts.get("seed", 0))
         chosen = [np.sort(rng.permutation(np.flatnonzero(labels == c))[: opts["per_class"]]) for c in range(10)]
         idx = sorted(np.concatenate(chosen).tolist())

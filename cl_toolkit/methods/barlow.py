@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from ..encoders import mlp
 from ..losses import barlow_loss
-from . import StepOutput, register_method
+from . import register_method
+from .base import Method, StepOutput
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Config:
 @register_method("barlow", "cross-correlation of the two views' projections pushed to the identity",
                  "Zbontar et al. 2021, Barlow Twins: Self-Supervised Learning via Redundancy Reduction, "
                  "arXiv:2103.03230")
-class BarlowTwins(nn.Module):
+class BarlowTwins(Method):
     sync_bn = True      # batch norm over the global batch under torchrun (as in the paper)
     defaults = {"augment": "byol", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4}
 
@@ -48,6 +49,3 @@ class BarlowTwins(nn.Module):
         z = self.projector(h)
         loss = barlow_loss(z[:n], z[n:], self.cfg.lambd)
         return StepOutput(loss, h[:n], h[n:])
-
-    def after_step(self, progress: float) -> None:
-        pass

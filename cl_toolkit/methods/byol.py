@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from ..encoders import mlp
 from ..losses import byol_loss
-from . import StepOutput, ema_update, frozen_copy, momentum_schedule, register_method
+from . import register_method
+from .base import Method, StepOutput, frozen_copy, momentum_schedule
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Config:
 
 @register_method("byol", "EMA target network + predictor, normalised-MSE loss, no negatives",
                  "Grill et al. 2020, Bootstrap Your Own Latent, arXiv:2006.07733")
-class BYOL(nn.Module):
+class BYOL(Method):
     sync_bn = True      # batch norm over the global batch under torchrun (as in the paper)
     multicrop = True    # small crops (small_crops=N) are extra online views predicting both targets
     defaults = {"augment": "byol", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4}
@@ -57,7 +58,8 @@ class BYOL(nn.Module):
             loss = (loss + sum(byol_loss(q, z1) + byol_loss(q, z2) for q in small)) / (1 + len(small))
         return StepOutput(loss, h[:n], h[n:])
 
-    def after_step(self, progress: float) -> None:
-        tau = momentum_schedule(self.cfg.momentum, progress)
-        ema_update(self.target_encoder, self.encoder, tau)
-        ema_update(self.target_projector, self.projector, tau)
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.encoder, self.target_encoder), (self.projector, self.target_projector)]
+
+    def momentum(self, progress: float) -> float:
+        return momentum_schedule(self.cfg.momentum, progress)

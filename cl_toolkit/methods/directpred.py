@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 from ..encoders import mlp
 from ..losses import byol_loss
-from . import StepOutput, ema_update, frozen_copy, momentum_schedule, register_method
+from . import register_method
+from .base import Method, StepOutput, frozen_copy, momentum_schedule
 
 
 @dataclass
@@ -48,7 +49,7 @@ def predictor_from_correlation(corr: Tensor, eps: float, power: float = 0.5) -> 
 @register_method("directpred", "BYOL whose linear predictor is set from the eigenvectors of the projections' "
                  "correlation matrix", "Tian, Chen & Ganguli 2021, Understanding Self-supervised Learning "
                  "Dynamics without Contrastive Pairs, arXiv:2102.06810")
-class DirectPred(nn.Module):
+class DirectPred(Method):
     sync_bn = True      # batch norm over the global batch under torchrun (as in the paper)
     defaults = {"augment": "byol", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4}
 
@@ -76,12 +77,15 @@ class DirectPred(nn.Module):
         self._z = z.detach()
         return StepOutput(loss, h[:n], h[n:])
 
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.encoder, self.target_encoder), (self.projector, self.target_projector)]
+
+    def momentum(self, progress: float) -> float:
+        return momentum_schedule(self.cfg.momentum, progress)
+
     @torch.no_grad()
     def after_step(self, progress: float) -> None:
         c = self.cfg
-        tau = momentum_schedule(c.momentum, progress)
-        ema_update(self.target_encoder, self.encoder, tau)
-        ema_update(self.target_projector, self.projector, tau)
         if self._z is None:
             return
         z, self._z = self._z, None

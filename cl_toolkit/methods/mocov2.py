@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from .. import dist
 from ..encoders import mlp
 from ..losses import info_nce
-from . import StepOutput, ema_update, frozen_copy, register_method
+from . import register_method
+from .base import Method, StepOutput, frozen_copy
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Config:
 
 @register_method("mocov2", "momentum key encoder + queue of negatives, InfoNCE",
                  "Chen et al. 2020, Improved Baselines with Momentum Contrastive Learning, arXiv:2003.04297")
-class MoCoV2(nn.Module):
+class MoCoV2(Method):
     defaults = {"augment": "simclr", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4}
 
     def __init__(self, encoder: nn.Module, cfg: Config):
@@ -69,10 +70,14 @@ class MoCoV2(nn.Module):
         self._keys = dist.gather_nograd(k)   # every rank enqueues the same global keys
         return StepOutput(loss, h[:n], h[n:])
 
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.encoder, self.key_encoder), (self.projector, self.key_projector)]
+
+    def momentum(self, progress: float) -> float:
+        return self.cfg.momentum       # constant, as in the paper
+
     @torch.no_grad()
     def after_step(self, progress: float) -> None:
-        ema_update(self.key_encoder, self.encoder, self.cfg.momentum)
-        ema_update(self.key_projector, self.projector, self.cfg.momentum)
         if self._keys is not None:  # enqueue the newest keys, overwriting the oldest (a ring buffer)
             k = self._keys[: len(self.queue)]
             idx = (self.queue_ptr + torch.arange(len(k), device=k.device)) % len(self.queue)

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from .. import dist
 from ..encoders import mlp
 from ..losses import info_nce
-from . import StepOutput, ema_update, frozen_copy, momentum_schedule, register_method
+from . import register_method
+from .base import Method, StepOutput, frozen_copy, momentum_schedule
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Config:
 @register_method("mocov3", "momentum encoder + predictor, symmetric InfoNCE over in-batch keys, no queue",
                  "Chen, Xie & He 2021, An Empirical Study of Training Self-Supervised Vision Transformers, "
                  "arXiv:2104.02057")
-class MoCoV3(nn.Module):
+class MoCoV3(Method):
     sync_bn = True      # the paper's setting: batch norm over the global batch under torchrun
     defaults = {"augment": "byol", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4}
 
@@ -50,9 +51,6 @@ class MoCoV3(nn.Module):
         self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim, layers=2, last_bn=True)
         self.momentum_encoder = frozen_copy(encoder)
         self.momentum_projector = frozen_copy(self.projector)
-
-    def forward(self, views: list[Tensor], progress: float) -> StepOutput:
-        return self.objective(self.represent(views, progress), views, progress)
 
     def represent(self, views: list[Tensor], progress: float) -> list[Tensor]:
         """Per-sample: queries q1, q2 (with gradient), momentum keys k1, k2, backbone h1, h2."""
@@ -72,7 +70,8 @@ class MoCoV3(nn.Module):
         loss = 2 * t * (info_nce(q1, k2, t, offset=offset) + info_nce(q2, k1, t, offset=offset))
         return StepOutput(loss, h1, h2)
 
-    def after_step(self, progress: float) -> None:
-        tau = momentum_schedule(self.cfg.momentum, progress)
-        ema_update(self.momentum_encoder, self.encoder, tau)
-        ema_update(self.momentum_projector, self.projector, tau)
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.encoder, self.momentum_encoder), (self.projector, self.momentum_projector)]
+
+    def momentum(self, progress: float) -> float:
+        return momentum_schedule(self.cfg.momentum, progress)

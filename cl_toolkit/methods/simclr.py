@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from .. import dist
 from ..encoders import mlp
 from ..losses import info_nce, nt_xent
-from . import StepOutput, register_method
+from . import register_method
+from .base import Method, StepOutput
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Config:
 
 @register_method("simclr", "two views, MLP projector, NT-Xent with in-batch negatives",
                  "Chen et al. 2020, A Simple Framework for Contrastive Learning, arXiv:2002.05709")
-class SimCLR(nn.Module):
+class SimCLR(Method):
     multicrop = True    # small crops (small_crops=N): extra queries whose positives are both global views
     # colour jitter 2.5x the presets' base (brightness and contrast 1.0, saturation 0.5, hue 0.25;
     # the base is BYOL's jitter, = the SimCLR paper's CIFAR strength s=0.5, so 2.5x is s=1.25 for
@@ -41,9 +42,6 @@ class SimCLR(nn.Module):
         self.cfg = cfg
         self.encoder = encoder
         self.projector = mlp(encoder.out_dim, cfg.proj_hidden, cfg.proj_dim)
-
-    def forward(self, views: list[Tensor], progress: float) -> StepOutput:
-        return self.objective(self.represent(views, progress), views, progress)
 
     def represent(self, views: list[Tensor], progress: float) -> list[Tensor]:
         """Per-sample representations: projections z1, z2, backbone features h1, h2, then the
@@ -66,6 +64,3 @@ class SimCLR(nn.Module):
             crops = sum(info_nce(q, k1, t, offset=offset) + info_nce(q, k2, t, offset=offset) for q in small) / 2
             loss = (loss + crops) / (1 + len(small))
         return StepOutput(loss, h1, h2)
-
-    def after_step(self, progress: float) -> None:
-        pass

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from ..encoders import mlp
 from ..losses import symmetric_negative_cosine
-from . import StepOutput, register_method
+from . import register_method
+from .base import Method, StepOutput
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Config:
 
 @register_method("simsiam", "one network, predictor + stop-gradient, negative cosine, no negatives or EMA",
                  "Chen & He 2021, Exploring Simple Siamese Representation Learning, arXiv:2011.10566")
-class SimSiam(nn.Module):
+class SimSiam(Method):
     sync_bn = True      # batch norm over the global batch under torchrun (as in the paper)
     defaults = {"augment": "simclr", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4}
 
@@ -50,6 +51,3 @@ class SimSiam(nn.Module):
         p = self.predictor(z)
         loss = symmetric_negative_cosine(p[:n], z[:n], p[n:], z[n:])
         return StepOutput(loss, h[:n], h[n:])
-
-    def after_step(self, progress: float) -> None:
-        pass

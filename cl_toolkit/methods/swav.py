@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from ..encoders import mlp
 from ..losses import sinkhorn, swav_loss
-from . import StepOutput, register_method
+from . import register_method
+from .base import Method, StepOutput
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Config:
 @register_method("swav", "online clustering: prototypes, Sinkhorn-Knopp codes, swapped prediction, multi-crop",
                  "Caron et al. 2020, Unsupervised Learning of Visual Features by Contrasting Cluster "
                  "Assignments, arXiv:2006.09882")
-class SwAV(nn.Module):
+class SwAV(Method):
     sync_bn = True      # batch norm over the global batch under torchrun (as in the paper)
     find_unused_parameters = True   # the frozen prototypes sit out the first steps
     defaults = {"augment": "simclr", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "small_crops": 4}
@@ -71,6 +72,3 @@ class SwAV(nn.Module):
         codes = [sinkhorn(s.detach(), c.sinkhorn_eps, c.sinkhorn_iters) for s in scores[:2]]
         loss = swav_loss(scores, codes, c.temperature)
         return StepOutput(loss, hs[0][:n], hs[0][n:])
-
-    def after_step(self, progress: float) -> None:
-        pass

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from ..encoders import mlp
 from ..losses import vicreg_loss
-from . import StepOutput, register_method
+from . import register_method
+from .base import Method, StepOutput
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Config:
 @register_method("vicreg", "invariance + per-dimension variance + covariance terms, no negatives or EMA",
                  "Bardes, Ponce & LeCun 2022, VICReg: Variance-Invariance-Covariance Regularization, "
                  "arXiv:2105.04906")
-class VICReg(nn.Module):
+class VICReg(Method):
     sync_bn = True      # batch norm over the global batch under torchrun (as in the paper)
     defaults = {"augment": "byol", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4}
 
@@ -52,6 +53,3 @@ class VICReg(nn.Module):
         c = self.cfg
         loss = vicreg_loss(z[:n], z[n:], c.sim_weight, c.var_weight, c.cov_weight)
         return StepOutput(loss, h[:n], h[n:])
-
-    def after_step(self, progress: float) -> None:
-        pass
