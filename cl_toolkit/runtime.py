@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .io import InputError, available_cpus
+from .io import InputError, available_cpus, thread_count
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -64,10 +64,10 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
-def set_threads(threads: int | None, processes: int = 1) -> int:
-    """Intra-op threads for this process: ``threads``, or this process's share of the cores it may
-    run on when ``processes`` share them (torchrun ranks on one machine). Returns the count."""
-    n = threads or max(1, available_cpus() // max(1, processes))
+def set_threads(threads: int | None = None, processes: int = 1) -> int:
+    """Torch's intra-op threads for this process (``io.thread_count``: ``--threads``, else
+    ``OMP_NUM_THREADS``, else this process's share of its cores). Returns the count."""
+    n = thread_count(threads, processes)
     torch.set_num_threads(n)
     return n
 

@@ -12,7 +12,7 @@ and renamed into place. Nothing here imports torch.
 """
 
 from .errors import InputError, TrainingError
-from .files import atomic_dir, atomic_file, available_cpus, check_output, write_json
+from .files import atomic_dir, atomic_file, available_cpus, check_output, thread_count, write_json
 from .images import (
     FASHION_MNIST_CLASSES,
     IMAGE_SUFFIXES,
@@ -40,6 +40,6 @@ __all__ = [
     "FASHION_MNIST_CLASSES", "IMAGE_SUFFIXES", "ImageSource", "InputError", "RunDir", "TrainingError", "atomic_dir",
     "atomic_file", "available_cpus", "check_output", "check_vectors", "embedding_records", "embeddings_from_records",
     "fashion_mnist_dir", "image_source", "meta_record", "open_vectors", "public", "read_builtin", "read_embeddings",
-    "read_image_folder", "read_image_jsonl", "read_images", "read_jsonl", "resolve_encoder_dir", "write_embeddings",
-    "write_json", "write_jsonl",
+    "read_image_folder", "read_image_jsonl", "read_images", "read_jsonl", "resolve_encoder_dir", "thread_count",
+    "write_embeddings", "write_json", "write_jsonl",
 ]

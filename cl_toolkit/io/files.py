@@ -26,6 +26,18 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def thread_count(threads: int | None = None, processes: int = 1) -> int:
+    """Compute threads for this process: ``threads`` (``--threads``) when given, else
+    ``OMP_NUM_THREADS`` when set, else this process's share of the cores it may run on when
+    ``processes`` share them (torchrun ranks on one machine)."""
+    if threads:
+        return int(threads)
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, available_cpus() // max(1, processes))
+
+
 def check_output(path: str | os.PathLike, force: bool) -> None:
     """Refuse to overwrite an existing output unless ``force``."""
     if str(path) != "-" and Path(path).exists() and not force:

@@ -1,0 +1,193 @@
+"""What makes each method that method: which views meet which branch, where the stop-gradient
+is, what the target network sees. Each test rebuilds the method's loss by hand from its own
+modules and checks the method computes exactly that, and that the nearest wrong variant (the
+same view twice, a branch swapped, a missing stop-gradient) gives something else."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cl_toolkit.augment import ViewGenerator, preset
+from cl_toolkit.data import load_images
+from cl_toolkit.encoders import create_encoder
+from cl_toolkit.losses import barlow_loss, byol_loss, info_nce, nt_xent, sinkhorn, swav_loss, vicreg_loss
+from cl_toolkit.methods import get_method, make_config, momentum_schedule, update_momentum
+
+SMALL = {"proj_hidden": 32, "proj_dim": 16}
+
+
+@pytest.fixture(scope="module")
+def views():
+    images = load_images(str(Path(__file__).parents[1] / "data_samples" / "fashion")).images[:8]
+    torch.manual_seed(0)
+    v = ViewGenerator(preset("simclr", 28, 1), 28, 1)(images)
+    assert not torch.equal(v[0], v[1])
+    return v
+
+
+def _model(name: str, **mc):
+    torch.manual_seed(0)
+    entry = get_method(name)
+    return entry.cls(create_encoder("convnet-tiny", 1, 28), make_config(entry.config, mc)).eval()
+
+
+def _grads(model) -> dict:
+    return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+def test_simclr_contrasts_the_two_views_of_each_image(views):
+    m = _model("simclr", **SMALL)
+    with torch.no_grad():
+        z = F.normalize(m.projector(m.encoder(torch.cat(views))), dim=-1).split(8)
+        loss = m(views, 0.5).loss
+    assert loss.item() == pytest.approx(nt_xent(z[0], z[1], 0.2).item(), abs=1e-5)
+    assert loss.item() != pytest.approx(nt_xent(z[0], z[0], 0.2).item(), abs=1e-3)
+
+
+def test_byol_online_predicts_the_target_projection_of_the_other_view(views):
+    m = _model("byol", **SMALL, pred_hidden=32)
+    with torch.no_grad():
+        for p in m.target_encoder.parameters():   # a target different from the online network
+            p.add_(0.05 * torch.randn_like(p))
+    out = m(views, 0.5)
+    with torch.no_grad():
+        p = m.predictor(m.projector(m.encoder(torch.cat(views)))).split(8)
+        z = m.target_projector(m.target_encoder(torch.cat(views))).split(8)
+        zo = m.projector(m.encoder(torch.cat(views))).split(8)
+    assert out.loss.item() == pytest.approx((byol_loss(p[0], z[1]) + byol_loss(p[1], z[0])).item(), abs=1e-5)
+    assert out.loss.item() != pytest.approx((byol_loss(p[0], zo[1]) + byol_loss(p[1], zo[0])).item(), abs=1e-3)
+    out.loss.backward()
+    grads = _grads(m)
+    assert any(k.startswith("predictor.") for k in grads) and any(k.startswith("encoder.") for k in grads)
+    assert not any(k.startswith("target_") for k in grads)       # the target gets no gradient
+
+
+def test_momentum_targets_follow_their_online_modules_at_the_schedules_rate():
+    for name, pairs, rate in (("byol", ("encoder", "projector"), momentum_schedule(0.99, 0.3)),
+                              ("mocov3", ("encoder", "projector"), momentum_schedule(0.99, 0.3)),
+                              ("directpred", ("encoder", "projector"), momentum_schedule(0.99, 0.3)),
+                              ("mocov2", ("encoder", "projector"), 0.99)):
+        m = _model(name, **SMALL)
+        targets = [t for _, t in m.momentum_pairs()]
+        assert [o for o, _ in m.momentum_pairs()] == [getattr(m, a) for a in pairs], name
+        with torch.no_grad():
+            for p in m.encoder.parameters():
+                p.add_(1.0)
+        before = [[p.clone() for p in t.parameters()] for t in targets]
+        online = [[p.clone() for p in getattr(m, a).parameters()] for a in pairs]
+        update_momentum(m, 0.3)
+        for t, b, o in zip(targets, before, online):
+            for pt, pb, po in zip(t.parameters(), b, o):
+                assert torch.allclose(pt, rate * pb + (1 - rate) * po, atol=1e-6), name
+
+
+def test_simsiam_stops_the_gradient_at_the_projection(views):
+    m = _model("simsiam", proj_hidden=32, proj_dim=16, pred_hidden=8)
+    m(views, 0.5).loss.backward()
+    got = _grads(m)
+
+    def manual(stop: bool) -> dict:
+        m.zero_grad()
+        z = m.projector(m.encoder(torch.cat(views)))
+        p = m.predictor(z).split(8)
+        t = (z.detach() if stop else z).split(8)
+        loss = -(F.cosine_similarity(p[0], t[1]).mean() + F.cosine_similarity(p[1], t[0]).mean()) / 2
+        loss.backward()
+        return _grads(m)
+
+    want, without_stop = manual(True), manual(False)
+    assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
+    assert not all(torch.allclose(got[k], without_stop[k], atol=1e-6) for k in without_stop)
+
+
+@pytest.mark.parametrize("name", ["barlow", "vicreg"])
+def test_barlow_and_vicreg_compare_the_projections_of_two_different_views(views, name):
+    m = _model(name, proj_hidden=32, proj_dim=16)
+    with torch.no_grad():
+        z = m.projector(m.encoder(torch.cat(views))).split(8)
+        loss = m(views, 0.5).loss.item()
+    fn = (lambda a, b: barlow_loss(a, b, m.cfg.lambd)) if name == "barlow" else (
+        lambda a, b: vicreg_loss(a, b, m.cfg.sim_weight, m.cfg.var_weight, m.cfg.cov_weight))
+    assert loss == pytest.approx(fn(z[0], z[1]).item(), abs=2e-5)
+    assert loss != pytest.approx(fn(z[0], z[0]).item(), abs=2e-4)    # the same view twice is another loss
+
+
+def test_mocov2_queries_meet_the_other_views_key_and_the_queue(views):
+    m = _model("mocov2", **SMALL, queue_size=32)
+    with torch.no_grad():
+        for p in m.key_encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    out = m(views, 0.5)
+    with torch.no_grad():
+        q = F.normalize(m.projector(m.encoder(torch.cat(views))), dim=-1).split(8)
+        k = F.normalize(m.key_projector(m.key_encoder(torch.cat(views))), dim=-1).split(8)
+        want = (info_nce(q[0], torch.cat([k[1], m.queue]), 0.2) + info_nce(q[1], torch.cat([k[0], m.queue]), 0.2)) / 2
+        no_queue = (info_nce(q[0], k[1], 0.2) + info_nce(q[1], k[0], 0.2)) / 2
+    assert out.loss.item() == pytest.approx(want.item(), abs=1e-5)
+    assert out.loss.item() != pytest.approx(no_queue.item(), abs=1e-3)
+    out.loss.backward()
+    assert not any(k.startswith("key_") for k in _grads(m))
+
+
+def test_mocov3_queries_go_through_the_predictor_keys_do_not(views):
+    m = _model("mocov3", **SMALL, pred_hidden=32)
+    with torch.no_grad():
+        for p in m.momentum_encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        loss = m(views, 0.5).loss
+        x = torch.cat(views)
+        q = F.normalize(m.predictor(m.projector(m.encoder(x))), dim=-1).split(8)
+        k = F.normalize(m.momentum_projector(m.momentum_encoder(x)), dim=-1).split(8)
+        kp = F.normalize(m.predictor(m.momentum_projector(m.momentum_encoder(x))), dim=-1).split(8)
+    t = m.cfg.temperature
+    assert loss.item() == pytest.approx((2 * t * (info_nce(q[0], k[1], t) + info_nce(q[1], k[0], t))).item(), abs=1e-5)
+    assert loss.item() != pytest.approx((2 * t * (info_nce(q[0], kp[1], t) + info_nce(q[1], kp[0], t))).item(),
+                                        abs=1e-3)
+
+
+def test_swav_predicts_each_views_codes_from_the_other_view(views):
+    m = _model("swav", **SMALL, prototypes=10)
+    out = m(views[:2], 0.5)
+    with torch.no_grad():
+        z = F.normalize(m.projector(m.encoder(torch.cat(views[:2]))), dim=-1)
+        scores = list((z @ m.prototypes.weight.T).split(8))
+        codes = [sinkhorn(s, m.cfg.sinkhorn_eps, m.cfg.sinkhorn_iters) for s in scores]
+    assert out.loss.item() == pytest.approx(swav_loss(scores, codes, m.cfg.temperature).item(), abs=1e-5)
+    # swapped: view 1's scores predict view 2's codes; predicting a view's own codes is another loss
+    own = -sum((codes[i] * F.log_softmax(scores[i] / m.cfg.temperature, dim=1)).sum(1).mean() for i in (0, 1)) / 2
+    assert out.loss.item() != pytest.approx(own.item(), abs=1e-3)
+    out.loss.backward()
+    assert m.prototypes.weight.grad is not None       # the codes carry no gradient, the scores do
+
+
+def test_directpred_predictor_is_set_not_trained(views):
+    m = _model("directpred", **SMALL)
+    assert "predictor" not in dict(m.named_parameters()) and "predictor" in dict(m.named_buffers())
+    out = m(views, 0.5)
+    with torch.no_grad():
+        x = torch.cat(views)
+        z = m.projector(m.encoder(x))
+        p = (z @ m.predictor.T).split(8)
+        zt = m.target_projector(m.target_encoder(x)).split(8)
+    assert out.loss.item() == pytest.approx((byol_loss(p[0], zt[1]) + byol_loss(p[1], zt[0])).item(), abs=1e-5)
+
+
+def test_simcse_unsupervised_views_are_two_dropout_masks(tiny_bert):
+    from cl_toolkit.encoders import create_text_encoder
+
+    entry = get_method("simcse")
+    enc = create_text_encoder(str(tiny_bert))
+    m = entry.cls(enc, make_config(entry.config, {"mode": "unsup"})).train()
+    texts = ["a red shoe", "a blue coat", "a green bag", "a red shoe"]
+    batch = {"text": enc.tokenize(texts), "ids": torch.tensor([0, 1, 2, 0])}
+    torch.manual_seed(1)
+    z1, z2 = m.represent(batch, 0.5)
+    assert not torch.allclose(z1, z2)                   # dropout: two different views of each sentence
+    torch.manual_seed(1)
+    loss = m(batch, 0.5).loss
+    mask = batch["ids"][:, None] == batch["ids"][None, :]
+    assert loss.item() == pytest.approx(info_nce(z1, z2, 0.05, mask).item(), abs=1e-5)
+    assert math.isfinite(loss.item()) and loss.item() != pytest.approx(info_nce(z1, z2, 0.05).item(), abs=1e-4)
