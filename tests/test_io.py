@@ -80,8 +80,9 @@ def test_cli_bad_input_exits_2_with_one_line_and_no_output(tmp_path, cli, conten
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
-    r = cli("embed", samples / "missing-run", "--input", bad, "--out", tmp_path / "emb")
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    encoder = samples.parent / "tests" / "fixtures" / "prev_runs" / "byol_encoder"   # a real encoder: the JSONL is read
+    r = cli("embed", encoder, "--input", bad, "--out", tmp_path / "emb")
+    assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "emb").exists()
 
 
