@@ -12,7 +12,7 @@ from typing import Any
 
 import tomllib
 
-from .io import InputError
+from .io import InputError, check_range
 from .methods import METHODS, get_method, make_config
 from .optim import OPTIMIZERS
 
@@ -71,16 +71,66 @@ class TrainConfig:
 
 TRAINER_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
+# Valid ranges of the trainer's numbers: (type, low, low inclusive, high, high inclusive); None = unbounded.
+RANGES: dict[str, tuple[type, float | None, bool, float | None, bool]] = {
+    "epochs": (float, 0, False, None, False), "minutes": (float, 0, False, None, False),
+    "batch_size": (int, 2, True, None, False), "chunk_size": (int, 0, True, None, False),
+    "lr": (float, 0, False, None, False), "weight_decay": (float, 0, True, None, False),
+    "warmup": (float, 0, True, 1, False), "min_lr_ratio": (float, 0, True, 1, True),
+    "aug_strength": (float, 0, True, None, False), "min_scale": (float, 0, False, 1, True),
+    "small_crops": (int, 0, True, None, False), "seed": (int, 0, True, None, False),
+    "image_size": (int, 8, True, 4096, True), "channels": (int, 1, True, 4, True),
+    "threads": (int, 1, True, None, False), "log_every": (int, 1, True, None, False),
+    "checkpoint_every": (int, 1, True, None, False),
+}
+CHOICES = {"optimizer": tuple(OPTIMIZERS), "precision": ("auto", "fp32", "bf16", "fp16"),
+           "augment": ("simclr", "byol", "none")}
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Every number of the trainer in its range, every choice known: one line naming the option."""
+    for key, rng in RANGES.items():
+        value = getattr(cfg, key)
+        if value is not None:
+            check_range(_flag(key), value, *rng)
+    for key, options in CHOICES.items():
+        if getattr(cfg, key) not in options:
+            raise InputError(f"{_flag(key)} must be one of {', '.join(options)}, got {getattr(cfg, key)!r}")
+    if cfg.epochs is not None and cfg.minutes is not None:
+        raise InputError("give either --epochs or --minutes, not both")
+    return cfg
+
+
+def _read_toml(toml_path: str | None) -> dict[str, Any]:
+    if not toml_path:
+        return {}
+    try:
+        return tomllib.loads(Path(toml_path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise InputError(f"cannot read config ({e})", toml_path) from None
+
+
+def asked_config(overrides: dict[str, Any], toml_path: str | None = None) -> TrainConfig:
+    """What the command line and a TOML file ask for, nothing resolved (for ``--resume``, where
+    the run's own config.json supplies the rest: ``resume_config``)."""
+    merged = _read_toml(toml_path)
+    mcfg = dict(merged.pop("method_config", {}))
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    mcfg.update(merged.pop("method_config", {}) or {})
+    unknown = set(merged) - TRAINER_KEYS
+    if unknown:
+        raise InputError(f"unknown config key(s) {sorted(unknown)}", toml_path)
+    return TrainConfig(**merged, method_config=mcfg)
+
 
 def resolve_config(overrides: dict[str, Any], toml_path: str | None = None) -> TrainConfig:
     """Trainer defaults < the method's defaults < a TOML file < explicit overrides (CLI);
-    unknown keys and conflicting budgets are refused with one line."""
-    file_cfg: dict[str, Any] = {}
-    if toml_path:
-        try:
-            file_cfg = tomllib.loads(Path(toml_path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise InputError(f"cannot read config ({e})", toml_path) from None
+    unknown keys, values out of range and conflicting budgets are refused with one line."""
+    file_cfg = _read_toml(toml_path)
     method = overrides.get("method") or file_cfg.get("method") or TrainConfig.method
     entry = get_method(method)
     merged: dict[str, Any] = dict(entry.cls.defaults)
@@ -99,14 +149,50 @@ def resolve_config(overrides: dict[str, Any], toml_path: str | None = None) -> T
     cfg = TrainConfig(**merged, method_config=make_config(entry.config, mcfg))
     if cfg.epochs is None and cfg.minutes is None:
         cfg.epochs = 100
-    if cfg.epochs is not None and cfg.minutes is not None:
-        raise InputError("give either --epochs or --minutes, not both")
-    if cfg.optimizer not in OPTIMIZERS:
-        raise InputError(f"unknown optimizer {cfg.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
+    validate(cfg)
     if cfg.small_crops and not entry.cls.multicrop:
         multi = ", ".join(sorted(k for k, e in METHODS.items() if e.cls.multicrop))
         raise InputError(f"method {method!r} trains on two views; small_crops is for multi-crop methods ({multi})")
     return cfg
+
+
+SAFE_ON_RESUME = ("out", "device", "threads")     # where and how fast, not what is trained
+
+
+def given(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings of ``cfg`` that differ from a default ``TrainConfig`` (what a caller asked for)."""
+    base = TrainConfig().to_dict()
+    return {k: v for k, v in cfg.to_dict().items() if v != base[k] and not (k == "method_config" and not v)}
+
+
+def resume_config(saved: dict[str, Any], asked: dict[str, Any]) -> TrainConfig:
+    """The config a resumed run continues with: its own (``saved``, from config.json) with the
+    settings that are safe to change applied (device, threads, and a new budget of the kind the run
+    was started with); any other setting in ``asked`` must equal the run's, else one line names it."""
+    cfg = dict(saved)
+    kind = "epochs" if saved.get("epochs") is not None else "minutes"
+    for key, value in asked.items():
+        if value is None or key in ("data_hash",):
+            continue
+        if key in SAFE_ON_RESUME:
+            cfg[key] = value
+        elif key in ("epochs", "minutes"):
+            if key != kind:
+                raise InputError(f"the run was started with --{kind} {saved[kind]}; resume it with --{kind} "
+                                 f"(--{key} would change its schedule)")
+            cfg[key] = value
+        elif key == "method_config":
+            mine = saved.get("method_config") or {}
+            new = value if isinstance(value, dict) else asdict(value)
+            diff = sorted(k for k, v in new.items() if k in mine and mine[k] != v or k not in mine)
+            if diff:
+                k = diff[0]
+                raise InputError(f"--set {k}={json.dumps(new[k])} differs from the run's {json.dumps(mine.get(k))}; "
+                                 "a resumed run keeps its settings (leave it out, or start a new run)")
+        elif value != saved.get(key):
+            raise InputError(f"{_flag(key)} {value!r} differs from the run's {saved.get(key)!r}; a resumed run "
+                             "keeps its settings (leave it out, or start a new run with --force)")
+    return validate(TrainConfig.from_dict(cfg))
 
 
 def settings_from(pairs: list[str]) -> dict[str, Any]:

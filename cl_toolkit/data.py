@@ -108,7 +108,7 @@ def load_images(spec: str, channels: int | None = None, size: int | None = None,
     images = decode(src, channels, size, progress)
     classes = list(classes) if classes is not None else list(src.classes)
     index = {c: i for i, c in enumerate(classes)}
-    labels = torch.tensor([index.get(str(r["label"]), -1) if "label" in r else -1 for r in src.records],
+    labels = torch.tensor([index.get(str(r["label"]), -1) if r.get("label") is not None else -1 for r in src.records],
                           dtype=torch.long)
     return ImageData(images, src.records, classes, labels, src.name)
 
@@ -117,7 +117,7 @@ def load_labelled(spec: str, channels: int, size: int, classes: list[str] | None
                   what: str = "data") -> ImageData:
     """Labelled images for supervised work and evaluation; records without a label are refused."""
     data = load_images(spec, channels=channels, size=size, classes=classes)
-    missing = next((i for i, r in enumerate(data.records) if "label" not in r), None)
+    missing = next((i for i, r in enumerate(data.records) if r.get("label") is None), None)
     if missing is not None or not data.classes:
         rec = data.records[missing or 0]
         raise InputError(f"missing in {what} record {rec['id']!r} (this needs labelled records or class "

@@ -55,7 +55,7 @@ def encoder_for(model: str, field: str | None, device: str | torch.device = "cpu
 def _encode_texts(encoder, records: list[dict], field: str, batch_size: int, normalize: bool, device,
                   progress: Progress) -> np.ndarray:
     texts = [tag_text(r[field]) if field == "tag" else r[field] for r in records]
-    return encoder.encode(texts, min(batch_size, 256), normalize, device, progress)
+    return encoder.encode(texts, batch_size, normalize, device, progress)
 
 
 def _info(model: str, spec: dict, field: str, emb: np.ndarray, normalize: bool, source: str, t0: float) -> dict:

@@ -14,11 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import collapse
 from .data import ImageData, load_labelled, tag_text
 from .embed import embed_images
 from .encoders import load_encoder
 from .index import load, prepare, search
-from .io import InputError, check_vectors, read_embeddings, read_jsonl
+from .io import InputError, check_range, check_vectors, read_embeddings, read_jsonl
 
 
 @torch.no_grad()
@@ -46,6 +47,8 @@ def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tens
 def knn_accuracy(bank: np.ndarray | torch.Tensor, bank_labels, query, query_labels, k: int = 20,
                  temperature: float = 0.07, center: bool = False) -> dict:
     """Top-1 (and top-5 where there are more than 5 classes) weighted-kNN accuracy."""
+    check_range("--k", k, int, 1)
+    check_range("--temperature", temperature, float, 0, False)
     bl = torch.as_tensor(np.asarray(bank_labels), dtype=torch.long)
     ql = torch.as_tensor(np.asarray(query_labels), dtype=torch.long)
     if (bl < 0).any() or (ql < 0).any():
@@ -89,7 +92,7 @@ def label_ids(bank_meta: list[dict], query_meta: list[dict], where: tuple[str, s
     ``where`` names the two sources in the error for a record without a label."""
     for meta, name in zip((bank_meta, query_meta), where):
         for i, r in enumerate(meta, 1):
-            if "label" not in r:
+            if r.get("label") is None:
                 raise InputError("missing (this evaluation needs labels)", f"{name}/meta.jsonl", i, "label")
     classes = sorted({str(r["label"]) for r in bank_meta})
     index = {c: i for i, c in enumerate(classes)}
@@ -262,6 +265,43 @@ def zeroshot(model: str, data: str, classes: str, templates: str | None = None, 
             "classes": len(labels), "templates": temps, "prompts_for": dict(zip(labels, names))}
 
 
+# ---------------------------------------------------------------- collapse diagnostics
+
+def collapse_report(emb: np.ndarray, meta: list[dict], views: tuple[np.ndarray, list[dict]] | None = None,
+                    pairs: dict[str, set[str]] | None = None, sample: int = 5000, seed: int = 0) -> dict:
+    """Collapse statistics of an embeddings set (``collapse.stats``: per-dimension std against the
+    1/sqrt(D) of spread-out embeddings, effective rank, uniformity; alignment where a second view of
+    each row is known: ``views`` (another embeddings set, rows matched by id) or ``pairs`` (query
+    id -> positive ids within the set)), with the trainer's collapse warnings. Statistics are taken
+    on up to ``sample`` rows drawn with ``seed`` (uniformity is quadratic in the rows)."""
+    check_range("--sample", sample, int, 2)
+    rows = np.arange(len(emb))
+    if len(rows) > sample:
+        rows = np.sort(np.random.default_rng(seed).choice(len(emb), sample, replace=False))
+    second, how = None, None
+    if views is not None:
+        index = {str(r["id"]): i for i, r in enumerate(views[1])}
+        rows = np.array([i for i in rows if str(meta[i]["id"]) in index], dtype=np.int64)
+        if len(rows) < 2:
+            raise InputError("fewer than 2 ids are in both embeddings sets (--views rows are matched by id)")
+        second, how = views[0][[index[str(meta[i]["id"])] for i in rows]], "views matched by id"
+    elif pairs is not None:
+        index = {str(r["id"]): i for i, r in enumerate(meta)}
+        found = [(index[q], index[t]) for q, ts in pairs.items() for t in sorted(ts) if q in index and t in index]
+        if not found:
+            raise InputError("no pair has both ids in the embeddings set", field="pairs")
+        a, b = np.array(found[:sample]).T
+        align = collapse.stats(torch.from_numpy(emb[a]), torch.from_numpy(emb[b]))["alignment"]
+        how = f"{min(len(found), sample)} pairs"
+    stats = collapse.stats(torch.from_numpy(emb[rows]), None if second is None else torch.from_numpy(second))
+    if pairs is not None:
+        stats["alignment"] = align
+    out = {k: round(v, 5) for k, v in stats.items()}
+    out.update({"dim": int(emb.shape[1]), "rows": int(len(emb)), "rows_used": int(len(rows)),
+                "warnings": collapse.warnings_for(stats, len(rows)), "alignment_from": how})
+    return out
+
+
 # ---------------------------------------------------------------- the training-time kNN monitor
 
 def knn_monitor(data: ImageData, query: ImageData | None = None, max_bank: int = 2000, k: int = 20,
@@ -333,6 +373,7 @@ def accuracy(logits: Tensor, y: Tensor) -> float:
 
 def linear_eval(train_x, train_y, test_x, test_y, weight_decay: float = 1e-4) -> tuple[dict, LinearHead]:
     """Linear-probe top-1 accuracy of test features with a head fitted on the training features."""
+    check_range("--weight-decay", weight_decay, float, 0)
     tx, ty = torch.as_tensor(np.asarray(train_x)).float(), torch.as_tensor(np.asarray(train_y)).long()
     qx, qy = torch.as_tensor(np.asarray(test_x)).float(), torch.as_tensor(np.asarray(test_y)).long()
     if len(ty) and (ty < 0).any():

@@ -35,7 +35,7 @@ from .data import ImageData, data_hash, load_labelled
 from .embed import embed_images
 from .encoders import load_encoder, save_encoder
 from .eval import LinearHead, accuracy, fit_linear
-from .io import InputError, RunDir, TrainingError, atomic_dir, check_output, write_jsonl
+from .io import InputError, RunDir, TrainingError, atomic_dir, check_output, check_range, write_jsonl
 from .io.run import ENCODER, HEAD, RESULTS
 from .runtime import environment, resolve_device, seed_everything
 
@@ -94,6 +94,11 @@ def finetune(cfg: FinetuneConfig, force: bool = False) -> dict:
     the run dir ``cfg.out`` and returns its results."""
     if cfg.mode not in ("linear", "full"):
         raise InputError(f"unknown fine-tuning mode {cfg.mode!r}; choose linear or full")
+    check_range("--epochs", cfg.epochs, int, 1)
+    check_range("--batch-size", cfg.batch_size, int, 2)
+    check_range("--lr", cfg.lr, float, 0, False)
+    check_range("--weight-decay", cfg.weight_decay, float, 0)
+    check_range("--seed", cfg.seed, int, 0)
     check_output(cfg.out, force)
     device = resolve_device(cfg.device)
     enc, spec = load_encoder(cfg.run, device)

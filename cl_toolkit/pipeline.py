@@ -12,7 +12,7 @@ from . import dist
 from .config import TrainConfig
 from .data import load_images
 from .eval import knn_monitor
-from .io import RunDir
+from .io import InputError, RunDir
 from .report import write_report
 from .tag import finish_run
 from .train import train
@@ -36,6 +36,8 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, knn_every: int = 0, knn_
     """Train ``cfg`` (``train.Trainer``'s keyword arguments pass through) and finish the run:
     the method's apps (``FINISHERS``) once it is complete, ``report.html`` when ``report``.
     Returns the run summary (on rank 0 under torchrun; other ranks return theirs)."""
+    if knn_query and not knn_every:
+        raise InputError("--knn-query is the query set of --knn-every N; give both")
     if knn_every:
         trainer_kwargs["data"], trainer_kwargs["monitor"] = _knn_monitor(cfg, resume, knn_query)
         trainer_kwargs["monitor_every"] = knn_every

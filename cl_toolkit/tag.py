@@ -27,7 +27,7 @@ import torch
 from .data import load_posts, read_tag_list, tag_text
 from .encoders import load_encoder
 from .index import build, load, make_index, search
-from .io import InputError, RunDir, public, write_json
+from .io import InputError, RunDir, check_range, public, write_json
 from .io.run import TAG_INDEX, TAGGER
 from .tasks.posts import split_posts
 
@@ -114,8 +114,10 @@ def tag_posts(tagger: Tagger, records: list[dict], top_k: int = 3, min_score: fl
     """One output record per post, in input order:
     ``{"id", ..extra fields.., "tags": [{"tag", "score"}, ...]}`` (best first; ``min_score``
     drops weaker tags, possibly all). The input's own ``text`` and ``tags`` are not copied."""
-    if top_k < 1:
-        raise InputError(f"--top-k must be at least 1, got {top_k}")
+    check_range("--top-k", top_k, int, 1)
+    check_range("--batch-size", batch_size, int, 1)
+    if min_score is not None:
+        check_range("--min-score", min_score)
     for s in range(0, len(records), chunk):
         part = records[s:s + chunk]
         scores, rows = tagger.rank([r["text"] for r in part], top_k, batch_size, device, progress)

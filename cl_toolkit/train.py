@@ -36,9 +36,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import collapse, dist
-from .config import TrainConfig
+from .config import TrainConfig, given, resume_config
 from .gradcache import grad_cache_step
-from .io import InputError, RunDir, TrainingError, atomic_file, write_json
+from .io import InputError, RunDir, TrainingError, atomic_file, check_writable, write_json
 from .methods import METHODS, get_method, update_momentum
 from .optim import lr_at, make_optimizer
 from .runtime import (
@@ -92,11 +92,11 @@ class Trainer:
         if not self.resume:
             if run.root.exists() and any(run.root.iterdir()) and not self.force:
                 raise InputError("run dir already exists; pass --force to overwrite or --resume to continue", run.root)
+            check_writable(run.root)
             return cfg
         if not run.last_checkpoint.is_file():
             raise InputError("nothing to resume (no checkpoints/last.pt)", run.root)
-        budget = {k: v for k, v in (("minutes", cfg.minutes), ("epochs", cfg.epochs)) if v is not None}
-        return TrainConfig.from_dict({**run.read_config(), **budget})
+        return resume_config(run.read_config(), given(cfg))
 
     def prepare(self) -> None:
         cfg = self._run_config()
@@ -211,9 +211,11 @@ class Trainer:
             dist.all_reduce_(value)
             value /= self.world
         if not torch.isfinite(value).all():
-            raise TrainingError(
-                f"loss became {value.item()} at step {self.state.step}; stopped. The last good checkpoint "
-                f"is {self.run_dir.last_checkpoint} (lower --lr or use --precision fp32, then --resume)")
+            ck = self.run_dir.last_checkpoint
+            where = (f"The last good checkpoint is {ck} (lower --lr or use --precision fp32, then --resume)"
+                     if ck.is_file() else "No checkpoint was written yet, so the run dir is removed (lower --lr "
+                     "or use --precision fp32)")
+            raise TrainingError(f"loss became {value.item()} at step {self.state.step}; stopped. {where}")
         return value.item()
 
     # ---------------------------------------------------------------- 4. log, checkpoint, monitor
@@ -349,13 +351,19 @@ class Trainer:
 
     def run(self) -> dict:
         self.prepare()
-        self.open_run()
-        self.log_file = self.run_dir.metrics.open("a") if self.main else open(os.devnull, "w")
         try:
-            self.loop()
-            return self.finish()
-        finally:
-            self.log_file.close()
+            self.open_run()
+            self.log_file = self.run_dir.metrics.open("a") if self.main else open(os.devnull, "w")
+            try:
+                self.loop()
+                return self.finish()
+            finally:
+                self.log_file.close()
+        except BaseException:
+            # a new run that fails before its first checkpoint leaves nothing behind (it could not resume)
+            if not self.resume and self.main and not self.run_dir.last_checkpoint.is_file():
+                shutil.rmtree(self.run_dir.root, ignore_errors=True)
+            raise
 
 
 def train(cfg: TrainConfig, **kwargs: Any) -> dict:

@@ -15,9 +15,11 @@ import sys
 
 import typer
 
-from ..io import InputError, TrainingError
+from ..io import InputError, TrainingError, disk_full
 from . import apps, evaluate, train, vectors  # noqa: F401  (each registers its commands on ``app``)
 from .common import app
+
+FULL = "no space left on the device (or over the file-size limit) while writing; nothing half-written is left"
 
 
 def _fail(msg: str, code: int) -> None:
@@ -31,6 +33,10 @@ def main() -> None:
         rc = app(standalone_mode=False)
     except InputError as e:
         _fail(str(e), 2)
+    except OSError as e:   # a file that could not be read or written: one line, not a traceback
+        if disk_full(e):
+            _fail(f"{e.filename + ': ' if e.filename else ''}{FULL}", 1)
+        _fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}", 2)
     except TrainingError as e:
         _fail(str(e), 1)
     except typer.Exit as e:
@@ -38,11 +44,15 @@ def main() -> None:
     except typer.Abort:
         sys.stderr.write("cltk: aborted\n")
         sys.exit(130)
-    except Exception as e:  # click's usage errors (typer vendors click) arrive here
-        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
+    except typer.TyperException as e:   # bad options and values (typer's own click): one line, as all bad input
+        if type(e).__name__ == "NoArgsIsHelpError":
             e.show()
-            sys.exit(e.exit_code)
-        raise
+            sys.exit(0)
+        _fail(" ".join(e.format_message().split()), getattr(e, "exit_code", 2))
+    except RuntimeError as e:        # torch makes a RuntimeError of a full disk under its writers
+        if not disk_full(e):
+            raise
+        _fail(FULL, 1)
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

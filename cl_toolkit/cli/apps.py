@@ -16,12 +16,12 @@ def tag(
     model: Annotated[str, typer.Option(help="A cdtom run dir; or, with --tags, any text encoder (zero-shot).")],
     tags: Annotated[Optional[str], typer.Option(help="Tag vocabulary file, one tag a line (default: the run's "
                                                 "own tag index).")] = None,
-    top_k: Annotated[int, typer.Option(help="Tags per post.")] = 3,
+    top_k: Annotated[int, typer.Option(min=1, help="Tags per post.")] = 3,
     min_score: Annotated[Optional[float], typer.Option(help="Drop tags scoring below this. For a cdtom run the "
                                                        "score is the calibrated probability that the tag is "
                                                        "right; zero-shot it is the cosine.")] = None,
     out: Annotated[str, typer.Option("--out", "-o", help="JSONL file to write; - for stdout.")] = "-",
-    batch_size: Annotated[int, typer.Option(help="Posts per forward pass (length-sorted).")] = 128,
+    batch_size: Annotated[int, typer.Option(min=1, help="Posts per forward pass (length-sorted).")] = 128,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,

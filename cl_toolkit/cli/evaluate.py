@@ -16,7 +16,7 @@ def eval_knn(
     query: Annotated[str, typer.Option(help="Embeddings folder, or with --model a labelled image data set.")],
     model: Annotated[Optional[str], typer.Option(
         help="Run dir or encoder folder to embed --bank/--query with.")] = None,
-    k: Annotated[int, typer.Option(help="Neighbours that vote.")] = 20,
+    k: Annotated[int, typer.Option(min=1, help="Neighbours that vote.")] = 20,
     temperature: Annotated[float, typer.Option(help="Vote weight exp(sim / temperature).")] = 0.07,
     center: Annotated[bool, typer.Option(help="Subtract the bank mean before normalising.")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
@@ -110,7 +110,7 @@ def eval_zeroshot(
 def eval_tag(
     pred: Annotated[str, typer.Option(help="JSONL from cltk tag: {\"id\", \"tags\": [...]} lines.")],
     gold: Annotated[str, typer.Option(help="JSONL posts with their gold \"tags\".")],
-    k: Annotated[int, typer.Option(help="Cut-off for hit@k and recall@k.")] = 3,
+    k: Annotated[int, typer.Option(min=1, help="Cut-off for hit@k and recall@k.")] = 3,
 ) -> None:
     """Tagging quality: hit@1, hit@k, recall@k and MRR of predicted tags against gold tags.
 
@@ -122,3 +122,34 @@ def eval_tag(
 
     res = tag_metrics(read_jsonl(pred, required=("id", "tags")), load_posts(gold), k, pred)
     print_json({"eval": "tag", "pred": pred, "gold": gold, **res})
+
+
+@eval_app.command("collapse")
+def eval_collapse(
+    emb: Annotated[str, typer.Argument(help="Embeddings folder or .npy (from cltk embed or any tool).")],
+    views: Annotated[Optional[str], typer.Option(help="A second embeddings folder of the same ids (another view "
+                                                 "of each row): alignment between the two.")] = None,
+    pairs: Annotated[Optional[str], typer.Option(help="JSONL {\"query\": ID, \"target\": ID} of positive pairs "
+                                                 "within EMB: their alignment.")] = None,
+    sample: Annotated[int, typer.Option(min=2, help="Rows the statistics are taken on (drawn with --seed).")] = 5000,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the row sample.")] = 0,
+) -> None:
+    """Collapse diagnostics of any embeddings: per-dimension std (against 1/sqrt(D) when spread out),
+    effective rank, uniformity, alignment of known positives (--views or --pairs), and the
+    collapse warnings the trainer gives; JSON on stdout.
+
+    Example: cltk eval collapse emb/train
+
+    Example: cltk eval collapse emb/view1 --views emb/view2
+    """
+    from ..eval import collapse_report, read_pairs
+    from ..io import read_embeddings
+
+    if views is not None and pairs is not None:
+        raise InputError("give at most one of --views and --pairs")
+    x, meta, _ = read_embeddings(emb)
+    other = read_embeddings(views)[:2] if views is not None else None
+    if other is not None and other[0].shape[1] != x.shape[1]:
+        raise InputError(f"--views has dimension {other[0].shape[1]} but EMB has {x.shape[1]}", views)
+    res = collapse_report(x, meta, other, read_pairs(pairs) if pairs else None, sample, seed)
+    print_json({"eval": "collapse", "embeddings": emb, **res})

@@ -36,8 +36,9 @@ def pretrain(
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="auto | fp32 | bf16 | fp16.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option(help="Write checkpoints/last.pt every N steps.")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: all cores).")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Write checkpoints/last.pt every N "
+                                                            "steps.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with any of these settings.")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Any config or method setting, KEY=VALUE (repeatable), "
                                             "e.g. --set temperature=0.1 --set 'encoder_args={\"width\":64}'.")] = [],  # noqa: B006
@@ -46,7 +47,7 @@ def pretrain(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     report: Annotated[bool, typer.Option(help="Write report.html + PNG curves (loss, lr, collapse statistics, "
                                          "kNN accuracy) into the run dir at the end.")] = False,
-    knn_every: Annotated[Optional[int], typer.Option(help="Measure weighted-kNN accuracy every N steps (needs "
+    knn_every: Annotated[Optional[int], typer.Option(min=1, help="Measure weighted-kNN accuracy every N steps (needs "
                                                      "labelled --data); logged to metrics.jsonl.")] = None,
     knn_query: Annotated[Optional[str], typer.Option(help="Labelled images to query for --knn-every (default: a "
                                                      "fixed 20% of up to 2000 --data images).")] = None,
@@ -64,7 +65,7 @@ def pretrain(
     --data fashion-mnist:train --out runs/simclr --batch-size 512
     """
     from .. import dist
-    from ..config import TrainConfig, resolve_config, settings_from
+    from ..config import asked_config, resolve_config, settings_from
     from ..pipeline import pretrain as run_pretrain
 
     if not resume and not data:
@@ -77,7 +78,9 @@ def pretrain(
     if tags is not None:
         overrides["method_config"] = {**overrides.get("method_config", {}), "tags": tags}
     if resume:
-        cfg = TrainConfig(out=str(out), epochs=epochs, minutes=minutes)
+        if force:
+            raise InputError("--resume continues the run and --force starts it again: give one of them")
+        cfg = asked_config(overrides, str(config) if config else None)   # the run's config.json supplies the rest
     else:
         cfg = resolve_config(overrides, str(config) if config else None)
     summary = run_pretrain(cfg, resume=resume, force=force, quiet=quiet, knn_every=knn_every or 0,
@@ -113,11 +116,11 @@ def finetune(
     linear: Annotated[bool, typer.Option("--linear/--full", help="Linear probe on frozen features, or train "
                                          "encoder and head end to end.")] = True,
     test: Annotated[Optional[str], typer.Option(help="Labelled images to report accuracy on.")] = None,
-    epochs: Annotated[int, typer.Option(help="Epochs of full fine-tuning.")] = 10,
-    batch_size: Annotated[int, typer.Option(help="Images per batch (full fine-tuning).")] = 256,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs of full fine-tuning.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=2, help="Images per batch (full fine-tuning).")] = 256,
     lr: Annotated[float, typer.Option(help="Peak learning rate (full fine-tuning, AdamW, cosine).")] = 1e-3,
     weight_decay: Annotated[float, typer.Option(help="L2 penalty of the probe / AdamW weight decay.")] = 1e-4,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite an existing output run dir.")] = False,
 ) -> None:

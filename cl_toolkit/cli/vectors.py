@@ -21,7 +21,7 @@ def embed(
     field: Annotated[Optional[str], typer.Option(
         help="What to embed: image | text | tag (a record field; in a two-tower run also the tower). "
              "Default: what the model takes.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Records per forward pass.")] = 512,
+    batch_size: Annotated[int, typer.Option(min=1, help="Records per forward pass.")] = 512,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = True,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite an existing output folder.")] = False,
@@ -59,12 +59,12 @@ def build_index(
                                       "OPQ32_128,IVF4096,PQ32, ...).")] = "auto",
     metric: Annotated[Optional[str], typer.Option(help="ip (cosine: vectors are normalised) or l2. Default: ip, "
                                                   "or the index's own with --append.")] = None,
-    target_recall: Annotated[float, typer.Option(help="Recall@10 vs exact search the tuned search setting "
-                                                 "must reach.")] = 0.95,
+    target_recall: Annotated[Optional[float], typer.Option(help="Recall@10 vs exact search the tuned search "
+                                                           "setting must reach (default 0.95).")] = None,
     max_memory: Annotated[Optional[str], typer.Option(help="Memory budget for the index, e.g. 512M or 4G "
                                                       "(default: half the RAM); auto compresses to fit.")] = None,
     append: Annotated[bool, typer.Option(help="Add the vectors to the existing index --out.")] = False,
-    shards: Annotated[Optional[int], typer.Option(help="Build an IVF index in K shards, each added by its own "
+    shards: Annotated[Optional[int], typer.Option(min=1, help="Build an IVF index in K shards, each added by its own "
                                                   "process over one shared trained quantizer, then merged.")] = None,
     train_only: Annotated[bool, typer.Option(help="With --shards K: only train the shared quantizer and write the "
                                              "shard plan to --out (then --shard I/K on each machine, then "
@@ -72,7 +72,8 @@ def build_index(
     shard: Annotated[Optional[str], typer.Option(help="I/K: build only shard I of K into --out/shards/ (--out from "
                                                  "--train-only).")] = None,
     merge: Annotated[bool, typer.Option(help="Merge the shards in --out into the index folder --out.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed for the training sample and the held-out queries.")] = 0,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="Seed for the training sample and the held-out queries "
+                                                "(default 0).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing index folder.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -85,7 +86,7 @@ def build_index(
     Example: cltk build-index emb/big --out idx/big --shards 4   (IVF, 4 processes, merged)
     """
     from .. import index as ix
-    from ..io import open_vectors, read_embeddings
+    from ..io import check_range, open_vectors, read_embeddings
     from ..runtime import ProgressBar
 
     if sum([shards is not None, shard is not None, merge]) > 1:
@@ -94,9 +95,16 @@ def build_index(
         raise InputError("--append cannot be combined with a sharded build")
     if train_only and shards is None:
         raise InputError("--train-only needs --shards K")
-    if (shard is not None or merge) and (kind != "auto" or metric is not None or max_memory is not None):
-        raise InputError("--kind, --metric and --max-memory belong to the training step (--shards K --train-only); "
-                         "the shard plan in --out fixes them")
+    if (shard is not None or merge) and (kind != "auto" or metric is not None or max_memory is not None
+                                         or seed is not None):
+        raise InputError("--kind, --metric, --max-memory and --seed belong to the training step (--shards K "
+                         "--train-only); the shard plan in --out fixes them")
+    if target_recall is not None and (train_only or shard is not None):
+        raise InputError("--target-recall is used where recall is measured: the build, or --merge of a sharded build")
+    if target_recall is not None:
+        check_range("--target-recall", target_recall, float, 0, False, 1, True)
+    target_recall = 0.95 if target_recall is None else target_recall
+    seed = 0 if seed is None else seed
     if shard is not None:
         i, k = ix.parse_shard(shard)
         print_json({"out": out, **ix.build_shard(out, open_vectors(emb), i, shards=k, force=force)})
@@ -130,12 +138,12 @@ def match(
                                            "'embedding' (cltk embed --out -), or records to embed with --model.")],
     index: Annotated[str, typer.Option(help="Index folder from cltk build-index.")],
     model: Annotated[Optional[str], typer.Option(help="Run dir or encoder folder to embed query records with.")] = None,
-    k: Annotated[int, typer.Option(help="Neighbours per query.")] = 10,
+    k: Annotated[int, typer.Option(min=1, help="Neighbours per query.")] = 10,
     field: Annotated[Optional[str], typer.Option(help="With --model: embed the records' image or text (and use that "
                                                  "tower of a two-tower run), e.g. text -> image search.")] = None,
     exclude_self: Annotated[bool, typer.Option(help="Drop a neighbour whose id is the query's id.")] = False,
     out: Annotated[str, typer.Option("--out", "-o", help="JSONL file to write; - for stdout.")] = "-",
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass when embedding.")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="Records per forward pass when embedding.")] = 256,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
 ) -> None:
@@ -154,8 +162,6 @@ def match(
     from ..match import match as run_match
     from ..match import read_queries
 
-    if k < 1:
-        raise InputError(f"--k must be at least 1, got {k}")
     if out != "-":
         check_output(out, force)
     idx, meta, info = load(index)

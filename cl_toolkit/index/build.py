@@ -26,6 +26,7 @@ from .choose import (
     make_index,
     parse_memory,
     prepare,
+    write_index,
 )
 from .store import load, model_identity, same_model
 from .tune import _unwrap, exact_neighbors, tune
@@ -192,7 +193,7 @@ def _summary(recall: dict) -> dict:
 def _write(out: str | os.PathLike, index: faiss.Index, meta: list[dict], info: dict, t_start: float,
            force: bool) -> None:
     with atomic_dir(out, force=force) as tmp:
-        faiss.write_index(index, str(tmp / INDEX))
+        write_index(index, tmp / INDEX)
         with (tmp / META).open("w", encoding="utf-8") as f:
             write_jsonl(f, ({"id": str(r["id"]), **{k: v for k, v in public(r).items() if k != "id"}}
                             for r in meta))

@@ -146,6 +146,13 @@ def make_index(factory: str, d: int, metric: str) -> faiss.Index:
                          f"({_faiss_msg(e)})") from None
 
 
+def write_index(index: faiss.Index, path) -> None:
+    """``faiss.write_index`` through a Python file, so that a full disk is an OSError naming the
+    file rather than a C++ message on stderr and a RuntimeError."""
+    with open(path, "wb") as f:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
+
+
 def _faiss_msg(e: Exception) -> str:
     """The useful last line of a Faiss C++ exception."""
     text = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__

@@ -29,6 +29,7 @@ from .choose import (
     estimate_memory,
     make_index,
     parse_memory,
+    write_index,
 )
 from .store import model_identity
 from .tune import _unwrap
@@ -138,7 +139,7 @@ def train_shared(emb: np.ndarray, meta: list[dict], out: str | os.PathLike, *, s
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     with atomic_dir(out, force=force) as tmp:
-        faiss.write_index(index, str(tmp / TRAINED))
+        write_index(index, tmp / TRAINED)
         plan["trained_sha256"] = _file_sha256(tmp / TRAINED)
         (tmp / PLAN).write_text(json.dumps(plan, indent=2) + "\n")
         (tmp / "shards").mkdir()
@@ -197,7 +198,7 @@ def build_shard(work: str | os.PathLike, emb: np.ndarray, shard: int, *, shards:
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
-        faiss.write_index(index, str(tmp))
+        write_index(index, tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -11,8 +11,17 @@ and renamed into place. Nothing here imports torch.
 - ``vectors``: embeddings folders and ``.npy`` (read, write, validate)
 """
 
-from .errors import InputError, TrainingError
-from .files import atomic_dir, atomic_file, available_cpus, check_output, thread_count, write_json
+from .errors import InputError, TrainingError, check_range
+from .files import (
+    atomic_dir,
+    atomic_file,
+    available_cpus,
+    check_output,
+    check_writable,
+    disk_full,
+    thread_count,
+    write_json,
+)
 from .images import (
     FASHION_MNIST_CLASSES,
     IMAGE_SUFFIXES,
@@ -37,9 +46,36 @@ from .vectors import (
 )
 
 __all__ = [
-    "FASHION_MNIST_CLASSES", "IMAGE_SUFFIXES", "ImageSource", "InputError", "RunDir", "TrainingError", "atomic_dir",
-    "atomic_file", "available_cpus", "check_output", "check_vectors", "embedding_records", "embeddings_from_records",
-    "fashion_mnist_dir", "image_source", "meta_record", "open_vectors", "public", "read_builtin", "read_embeddings",
-    "read_image_folder", "read_image_jsonl", "read_images", "read_jsonl", "resolve_encoder_dir", "thread_count",
-    "write_embeddings", "write_json", "write_jsonl",
+    "FASHION_MNIST_CLASSES",
+    "IMAGE_SUFFIXES",
+    "ImageSource",
+    "InputError",
+    "RunDir",
+    "TrainingError",
+    "atomic_dir",
+    "atomic_file",
+    "available_cpus",
+    "check_output",
+    "check_writable",
+    "disk_full",
+    "check_range",
+    "check_vectors",
+    "embedding_records",
+    "embeddings_from_records",
+    "fashion_mnist_dir",
+    "image_source",
+    "meta_record",
+    "open_vectors",
+    "public",
+    "read_builtin",
+    "read_embeddings",
+    "read_image_folder",
+    "read_image_jsonl",
+    "read_images",
+    "read_jsonl",
+    "resolve_encoder_dir",
+    "thread_count",
+    "write_embeddings",
+    "write_json",
+    "write_jsonl",
 ]

@@ -6,15 +6,17 @@ torch, shares it with the trainer)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, TrainingError
 
 
 def available_cpus() -> int:
@@ -38,10 +40,47 @@ def thread_count(threads: int | None = None, processes: int = 1) -> int:
     return max(1, available_cpus() // max(1, processes))
 
 
+FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+FULL_MESSAGES = ("No space left", "File too large", "Disk quota")
+
+
+def disk_full(e: BaseException | None) -> bool:
+    """True when ``e``, or an exception it was raised from or during, says the disk is full or a
+    file-size limit was reached (an OSError, or the RuntimeError torch and numpy make of one)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in FULL_ERRNOS:
+            return True
+        text = str(e)
+        if any(m in text for m in FULL_MESSAGES) or re.search(r"\d+ requested and \d+ written", text):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def full_error(path: str | os.PathLike) -> TrainingError:
+    return TrainingError(f"{path}: no space left on the device (or over the file-size limit) while writing it; "
+                         "nothing half-written is left")
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse an output whose nearest existing parent folder this process cannot write to."""
+    p = Path(path).absolute()
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write here ({parent} is not a writable folder)", path)
+
+
 def check_output(path: str | os.PathLike, force: bool) -> None:
-    """Refuse to overwrite an existing output unless ``force``."""
-    if str(path) != "-" and Path(path).exists() and not force:
+    """Refuse to overwrite an existing output unless ``force``, and an output that cannot be written."""
+    if str(path) == "-":
+        return
+    if Path(path).exists() and not force:
         raise InputError("already exists; pass --force to overwrite", path)
+    check_writable(path)
 
 
 def _umask_mode(mode: int) -> int:
@@ -62,9 +101,11 @@ def atomic_file(path: str | os.PathLike, force: bool = False, binary: bool = Fal
             yield f
         os.chmod(tmp, _umask_mode(0o666))  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if disk_full(e):
+            raise full_error(path) from None
         raise
 
 
@@ -87,8 +128,10 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if disk_full(e):
+            raise full_error(path) from None
         raise
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..io import InputError
+from ..io import InputError, check_range
 from .base import (
     Method,
     StepOutput,
@@ -75,10 +75,37 @@ def get_method(name: str) -> MethodEntry:
     return METHODS[name]
 
 
+# Method settings that must be positive, and those that are fractions in [0, 1], by name: the
+# conventions every method's Config follows (a new field with such a name is checked too).
+POSITIVE = ("temperature", "_dim", "_hidden", "_size", "prototypes", "freq", "_iters", "_eps", "_length")
+FRACTIONS = ("momentum", "rho", "holdout", "same_caption", "freeze_prototypes")
+
+
+def _check_setting(name: str, kind: str, value: Any, where: str) -> None:
+    """A method setting of the declared type (``--set key=value`` arrives as JSON), finite, and in
+    the range its name implies; one InputError naming it otherwise."""
+    types = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}.get(kind)
+    if types is None:
+        return
+    if not isinstance(value, types) or (kind in ("int", "float") and isinstance(value, bool)):
+        raise InputError(f"{where} {name} must be {'a number' if kind == 'float' else f'a {kind}'}, got {value!r}")
+    if kind in ("int", "float"):
+        option = f"{where} {name}"
+        if name.endswith(POSITIVE):
+            check_range(option, value, float, 0, False)
+        elif name.endswith(FRACTIONS):
+            check_range(option, value, float, 0, True, 1, True)
+        else:
+            check_range(option, value, float, None if name.endswith("eps") else 0)
+
+
 def make_config(cls: type, overrides: dict[str, Any], where: str = "method config") -> Any:
-    """Build a method's Config dataclass from overrides, refusing unknown keys by name."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(overrides) - names
+    """Build a method's Config dataclass from overrides, refusing unknown keys by name and values
+    of the wrong type or out of range (``_check_setting``)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(overrides) - set(fields)
     if unknown:
-        raise InputError(f"unknown {where} key(s) {sorted(unknown)}; known: {sorted(names)}")
+        raise InputError(f"unknown {where} key(s) {sorted(unknown)}; known: {sorted(fields)}")
+    for name, value in overrides.items():
+        _check_setting(name, str(fields[name].type), value, where)
     return cls(**overrides)
