@@ -155,6 +155,23 @@ class FeatureSpec:
         return next(f for f in self.fields if f["name"] == name)
 
 
+def item_words(row: dict[str, Any], schema: dict[str, str]) -> list[str]:
+    """An item's words for word vectors: the words of its text fields, then ``field=value`` for
+    its token and token-set features (so genres or a year count when there is little text)."""
+    out: list[str] = []
+    for name, v in row.items():
+        kind = schema.get(name)
+        if kind == "text":
+            out += words(v)
+    for name, v in row.items():
+        kind = schema.get(name)
+        if kind == "token":
+            out.append(f"{name}={v}")
+        elif kind == "token_seq":
+            out += [f"{name}={t}" for t in v]
+    return out
+
+
 def _values(kind: str, v: Any) -> list[str]:
     if v is None:
         return []
@@ -202,9 +219,12 @@ def encode(spec: FeatureSpec, ids: list[str], table: Table | None) -> dict[str, 
     0 = padding or unknown), per number field a float32 [N, width] (standardised, 0 when missing).
     Records missing from ``table`` get only their id."""
     rows = table.rows if table is not None else {}
+    schema = table.schema if table is not None else {}
     out: dict[str, np.ndarray] = {}
     for f in spec.fields:
         kind, name = f["kind"], f["name"]
+        if kind == "history":              # filled by the caller (a user's recent items)
+            continue
         if kind in ("float", "float_seq"):
             a = np.zeros((len(ids), f["width"]), dtype=np.float32)
             for n, i in enumerate(ids):
@@ -221,7 +241,10 @@ def encode(spec: FeatureSpec, ids: list[str], table: Table | None) -> dict[str, 
         if kind == "id":
             out[name] = np.asarray([[index.get(i, 0)] for i in ids], dtype=np.int64).reshape(len(ids), 1)
             continue
-        seqs = [[index.get(t, 0) for t in _values(kind, rows.get(i, {}).get(name))] for i in ids]
+        if kind == "words":
+            seqs = [[index.get(t, 0) for t in item_words(rows.get(i, {}), schema)][:TEXT_WORDS * 4] for i in ids]
+        else:
+            seqs = [[index.get(t, 0) for t in _values(kind, rows.get(i, {}).get(name))] for i in ids]
         width = max(1, max((len(s) for s in seqs), default=1))
         a = np.zeros((len(ids), width), dtype=np.int64)
         for n, s in enumerate(seqs):

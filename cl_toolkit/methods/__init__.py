@@ -82,6 +82,7 @@ def _load_all() -> None:
         simcse,
         simsiam,
         swav,
+        twotower,
         vicreg,
     )
 
