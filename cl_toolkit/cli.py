@@ -94,6 +94,8 @@ def pretrain(
                                                      "fixed 20% of up to 2000 --data images).")] = None,
     tags: Annotated[Optional[str], typer.Option(help="cdtom: the tag vocabulary, one tag a line (default: every "
                                                 "tag in --data).")] = None,
+    items: Annotated[Optional[str], typer.Option(help="twotower / featmask / twin: the item file (JSONL or atomic "
+                                                 ".item; default: the .inter file's sibling NAME.item).")] = None,
 ) -> None:
     """Self-supervised pretraining; writes a run dir (config, env, metrics, checkpoints, encoder/)
     and prints a JSON summary.
@@ -117,6 +119,8 @@ def pretrain(
     overrides.update(settings_from(set_))
     if tags is not None:
         overrides["method_config"] = {**overrides.get("method_config", {}), "tags": tags}
+    if items is not None:
+        overrides["method_config"] = {**overrides.get("method_config", {}), "items": items}
     if resume:
         cfg = TrainConfig(out=str(out), epochs=epochs, minutes=minutes)
     else:
@@ -224,12 +228,14 @@ def eval_linear(
 def embed(
     model: Annotated[str, typer.Argument(help="Run dir, encoder/ folder, or (text) a Hugging Face model folder or "
                                          "minilm-l6.")],
-    input: Annotated[str, typer.Option("--input", "-i", help="Image folder, JSONL of image or text records (- for "
-                                       "stdin), or fashion-mnist:test.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Embeddings folder to write; - for JSONL on stdout.")],
+    input: Annotated[Optional[str], typer.Option(
+        "--input", "-i", help="Image folder, JSONL of image or text records (- for stdin), or fashion-mnist:test. "
+                              "Recommendation runs: an item file (--field item) or interactions (--field user); "
+                              "default: the run's catalogue / users.")] = None,
     field: Annotated[Optional[str], typer.Option(
-        help="What to embed: image | text | tag (a record field; in a two-tower run also the tower). "
-             "Default: what the model takes.")] = None,
+        help="What to embed: image | text | tag (a record field; in a two-tower run also the tower), or user | "
+             "item for a recommendation run. Default: what the model takes.")] = None,
     batch_size: Annotated[int, typer.Option(help="Records per forward pass.")] = 512,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = True,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
@@ -241,17 +247,30 @@ def embed(
     Example: cltk embed runs/byol --input data_samples/images.jsonl --out emb/samples
 
     Example: cltk embed minilm-l6 --input data_samples/posts.jsonl --out emb/posts
+
+    Example: cltk embed runs/rec --field item --out emb/items   (then build-index / match: similar items)
     """
     from .embed import embed as run_embed
     from .embed import embedding_records
     from .io import check_output, write_jsonl
     from .train import resolve_device
 
-    if field is not None and field not in ("image", "text", "tag"):
-        raise InputError(f"--field must be image, text or tag, got {field!r}")
+    if field is not None and field not in ("image", "text", "tag", "user", "item"):
+        raise InputError(f"--field must be image, text, tag, user or item, got {field!r}")
     if out != "-":
         check_output(out, force)
     dev = resolve_device(device)
+    if field in ("user", "item"):
+        from .recommend import embed_field
+
+        emb, records, info = embed_field(model, field, input, None if out == "-" else out, force, str(dev))
+        if out == "-":
+            write_jsonl(sys.stdout, embedding_records(emb, records))
+        else:
+            _print_json({"out": out, **info})
+        return
+    if input is None:
+        raise InputError("--input is required (an image folder, a JSONL file or fashion-mnist:test)")
     with _progress(0, "embed", quiet) as advance:
         emb, records, info = run_embed(model, input, None if out == "-" else out, batch_size, normalize, dev,
                                        force, advance, field)
@@ -586,6 +605,49 @@ def eval_rec(
     res = evaluate(read_recommendations(pred), read_interactions(test),
                    read_interactions(train) if train else None, ks)
     _print_json({"eval": "rec", "pred": pred, "test": test, "train": train, "ranking": "full", **res})
+
+
+@app.command()
+def recommend(
+    run: Annotated[str, typer.Argument(help="A run dir of twotower, featmask or twin.")],
+    users: Annotated[Optional[str], typer.Option(help="User ids one a line, or a user file (- for stdin). Default: "
+                                                 "every user of the training data.")] = None,
+    k: Annotated[int, typer.Option(help="Items per user.")] = 10,
+    candidates: Annotated[Optional[str], typer.Option(help="Rank only these items: ids one a line, or an item file "
+                                                      "(its new items are embedded from their features).")] = None,
+    history: Annotated[Optional[str], typer.Option(help="More interactions (e.g. after training, or of new users): "
+                                                   "added to the users' histories.")] = None,
+    include_seen: Annotated[bool, typer.Option(help="Also recommend items the user already interacted "
+                                               "with.")] = False,
+    out: Annotated[str, typer.Option("--out", "-o", help="JSONL file to write; - for stdout.")] = "-",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
+) -> None:
+    """Top-k items for each user, best first, one JSON line per user: {"user", "items": [{"item",
+    "score"}]} (score: cosine of the user and item embeddings); items the user interacted with are
+    left out unless --include-seen.
+
+    Example: cltk recommend runs/rec --k 10 > recs.jsonl
+
+    Example: cltk recommend runs/rec --candidates cold_items.txt --k 20   (rank only new items)
+    """
+    import contextlib
+
+    from .io import atomic_file, check_output
+    from .io.interactions import write_recommendations
+    from .recommend import recommend as run_recommend
+    from .train import resolve_device
+
+    if out != "-":
+        check_output(out, force)
+    recs = run_recommend(run, users, k, candidates, include_seen, history, str(resolve_device(device)))
+    first = next(recs, None)           # input errors surface before the output is opened
+    with contextlib.ExitStack() as stack:
+        f = sys.stdout if out == "-" else stack.enter_context(atomic_file(out, force=force))
+        if first is not None:
+            write_recommendations(f, [first])
+        write_recommendations(f, recs)
+        f.flush()
 
 
 # ---------------------------------------------------------------- listings

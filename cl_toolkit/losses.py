@@ -267,21 +267,24 @@ def sampled_softmax(q: Tensor, k: Tensor, temperature: float = 0.05, log_q: Tens
 
 @fp32
 def twin_bce(z1: Tensor, z2: Tensor, scale: Tensor | float, bias: Tensor | float,
-             negatives: Tensor | None = None) -> Tensor:
+             negatives: Tensor | None = None, offset: int = 0) -> Tensor:
     """The twin tower's binary cross-entropy on "is this pair similar" (Zhuanzhuan's item
     retrieval; logits as in SigLIP, Zhai et al. 2023, arXiv:2303.15343: a learnable scale and bias
-    on the cosine). z1, z2: [N, D] L2-normalised; (z1_i, z2_i) is a positive pair (an item and its
-    augmented view), (z1_i, z2_j), j != i, a candidate negative, kept where ``negatives`` [N, N]
-    is True (e.g. items whose click-behaviour similarity is low; default: all). Positives and
-    negatives are weighted equally whatever their counts. With s_ij = scale * z1_i . z2_j + bias:
+    on the cosine). z1: [N, D], z2: [M, D] (M >= N: the gathered global batch, this rank's rows
+    from ``offset``), L2-normalised; (z1_i, z2_p(i)), p(i) = offset + i, is a positive pair (an item
+    and its augmented view), every other (z1_i, z2_j) a candidate negative, kept where
+    ``negatives`` [N, M] is True (e.g. items whose click-behaviour similarity is low; default:
+    all). Positives and negatives are weighted equally whatever their counts. With
+    s_ij = scale * z1_i . z2_j + bias:
 
-        L = mean_i softplus(-s_ii) + mean_{(i, j) kept, i != j} softplus(s_ij)
+        L = mean_i softplus(-s_i,p(i)) + mean_{(i, j) kept, j != p(i)} softplus(s_ij)
     """
     logits = scale * (z1.float() @ z2.float().T) + bias
-    n = len(z1)
-    eye = torch.eye(n, dtype=torch.bool, device=z1.device)
-    pos = F.softplus(-logits.diagonal()).mean()
-    keep = ~eye if negatives is None else negatives & ~eye
+    rows = torch.arange(len(z1), device=z1.device)
+    own = torch.zeros_like(logits, dtype=torch.bool)
+    own[rows, rows + offset] = True
+    pos = F.softplus(-logits[rows, rows + offset]).mean()
+    keep = ~own if negatives is None else negatives & ~own
     if not keep.any():
         return pos
     return pos + F.softplus(logits[keep]).mean()

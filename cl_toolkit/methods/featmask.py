@@ -1,0 +1,97 @@
+"""Two-tower retrieval with a self-supervised auxiliary task on the item tower by feature
+masking (Yao et al. 2021, "Self-supervised Learning for Large-scale Item Recommendations",
+arXiv:2007.12865).
+
+The main task is ``twotower``'s (in-batch sampled softmax, logQ, accidental hits masked). Beside
+it, every step draws ``ssl_batch`` items uniformly from the whole catalogue (not from the
+interactions, whose items follow the popularity power law; items without any interaction are
+drawn too, since their features are known), makes two views of each by complementary feature
+masking (``augment_features``: correlated, random or mixed) and asks the item tower to pick each
+item's other view among the batch's (InfoNCE, ``losses.info_nce``, temperature
+``ssl_temperature``):
+
+    L = L_retrieval + ssl_weight * L_ssl
+
+The masked fields include the item id, so the tower learns to embed an item from its features
+alone consistently with its full embedding; a cold item (no id embedding) is embedded that way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import dist
+from ..augment_features import correlated_groups, feature_masks
+from ..io import InputError
+from ..losses import info_nce
+from ..recdata import FeatureSpec, field_categories, mutual_information
+from ..rectowers import FeatureTower, to_tensors
+from . import StepOutput, duplicate_mask, register_method
+from .twotower import Config as TwoTowerConfig
+from .twotower import RecTask, TwoTower, retrieval_loss
+
+MASKINGS = ("correlated", "random", "mixed")
+
+
+@dataclass
+class Config(TwoTowerConfig):
+    ssl_weight: float = 0.3         # alpha of the auxiliary loss
+    ssl_temperature: float = 0.1
+    ssl_batch: int = 0              # items per step in the auxiliary task (0: the batch size)
+    masking: str = "correlated"     # correlated | random | mixed
+
+
+class FeatMaskTask(RecTask):
+    """RecTask plus a uniform sample of catalogue items with two complementary masks per step."""
+
+    def __init__(self, cfg, entry, device: torch.device, data=None):
+        super().__init__(cfg, entry, device, data)
+        mc = self.mc
+        if mc.masking not in MASKINGS:
+            raise InputError(f"masking must be one of {', '.join(MASKINGS)}, got {mc.masking!r}")
+        spec = FeatureSpec.from_json(self.item_spec.to_json())
+        if len(spec.fields) < 2:
+            raise InputError("feature masking needs at least two item fields (the id and a feature)", cfg.data)
+        self.groups = correlated_groups(mutual_information(field_categories(spec, self.cat_arrays)))
+        self.ssl_batch = mc.ssl_batch or cfg.batch_size
+
+    def batch(self, idx: Tensor) -> dict:
+        out = super().batch(idx)
+        m = min(self.ssl_batch, len(self.catalogue))
+        rows = torch.randperm(len(self.catalogue))[:m]
+        m1, m2 = feature_masks(self.mc.masking, m, len(self.groups), self.groups)
+        out["ssl"] = {"item": to_tensors(self.cat_arrays, rows.numpy(), self.device), "mask1": m1.to(self.device),
+                      "mask2": m2.to(self.device), "ids": rows.to(self.device)}
+        return out
+
+
+@register_method("featmask", "recommendation: twotower + self-supervised item-tower task on two complementary "
+                 "feature-masked views (correlated / random masking) of uniformly sampled items; cold items from "
+                 "features", "Yao et al. 2021, SSL for large-scale item recommendations, arXiv:2007.12865")
+class FeatMask(nn.Module):
+    defaults = dict(TwoTower.defaults)
+    task = FeatMaskTask
+
+    def __init__(self, item_tower: FeatureTower, user_tower: FeatureTower, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = item_tower
+        self.user_tower = user_tower
+
+    def forward(self, batch: dict, progress: float) -> StepOutput:
+        u = F.normalize(self.user_tower(batch["user"]).float(), dim=-1)
+        v = F.normalize(self.encoder(batch["item"]).float(), dim=-1)
+        main = retrieval_loss(u, v, batch, self.cfg)
+        s = batch["ssl"]
+        z1 = F.normalize(self.encoder(s["item"], s["mask1"]).float(), dim=-1)
+        z2 = F.normalize(self.encoder(s["item"], s["mask2"]).float(), dim=-1)
+        keys, offset = dist.gather(z2)
+        ssl = info_nce(z1, keys, self.cfg.ssl_temperature, duplicate_mask(s["ids"]), offset)
+        return StepOutput(main + self.cfg.ssl_weight * ssl, u, v)
+
+    def after_step(self, progress: float) -> None:
+        pass
