@@ -7,12 +7,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, SAMPLES
 from safetensors.torch import load_file
 
 from cl_toolkit.embed import embed
 from cl_toolkit.train import TrainConfig, pretrain
-
-from conftest import ROOT, SAMPLES
 
 PREV = ROOT / "tests" / "fixtures" / "prev_runs"
 
