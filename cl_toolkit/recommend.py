@@ -110,29 +110,35 @@ def _histories(rec: Recommender, history: str | None) -> dict[str, list[str]]:
     return hist
 
 
-def recommend(run: str | Path, users: str | None = None, k: int = 10, candidates: str | None = None,
+def recommend(run: str | Path, users: str | list[str] | None = None, k: int = 10,
+              candidates: str | list[str] | None = None,
               include_seen: bool = False, history: str | None = None, device: str = "cpu") -> Iterator[dict]:
     """Top-k items per user, best first, as ``{"user", "items": [{"item", "score"}]}``: ``users`` a
-    file of user ids (one a line, or a user file; ``-`` stdin; default: every user of the training
-    data); ``candidates`` restricts the catalogue (ids one a line, or an item file whose items may be
-    new: they are embedded from their features); the user's history is excluded unless
-    ``include_seen``."""
+    file of user ids (one a line, or a user file; ``-`` stdin) or a list (default: every user of the
+    training data); ``candidates`` restricts the catalogue (a list, ids one a line, or an item file
+    whose items may be new: they are embedded from their features); the user's history is
+    excluded unless ``include_seen``."""
     if k < 1:
         raise InputError(f"--k must be at least 1, got {k}")
     rec = load(run, device)
     hist = _histories(rec, history)
-    user_ids = read_id_list(users, "user_id") if users is not None else sorted(set(rec.data.users))
+    if users is None:
+        user_ids = sorted(set(rec.data.users))
+    else:
+        user_ids = list(users) if isinstance(users, list) else read_id_list(users, "user_id")
     items, extra = rec.catalogue, None
     cand = None
     if candidates is not None:
-        cand = read_id_list(candidates, "item_id")
-        if str(candidates).endswith((".jsonl", ".item")):
+        cand = list(candidates) if isinstance(candidates, list) else read_id_list(candidates, "item_id")
+        known = set(items)
+        if isinstance(candidates, str) and candidates.endswith((".jsonl", ".item")):
             extra = read_table(candidates, "item_id")
-            items = items + [i for i in cand if i not in set(items)]
-        unknown = [c for c in cand if c not in set(items)]
+            items = items + [i for i in cand if i not in known]
+            known = set(items)
+        unknown = [c for c in cand if c not in known]
         if unknown:
             raise InputError(f"{len(unknown)} candidate(s) are not in the catalogue, e.g. {unknown[0]!r} (give an item "
-                             "file to embed new items from their features)", candidates)
+                             "file to embed new items from their features)", str(candidates))
     vecs = rec.embed_items(items, extra)
     uvecs = rec.embed_users(user_ids, hist, item_vecs=vecs, item_ids=items)
     seen = {u: set(hist.get(u, [])) for u in user_ids}
