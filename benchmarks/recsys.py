@@ -160,6 +160,12 @@ def main() -> None:
         t0 = time.perf_counter()
         recs = list(recommend(run, users=users, k=20, candidates=candidates))
         m = score(recs, target, train, catalogue)
+        if not cold:   # `cltk recommend --k 100`: 100 items per user, best first, none seen
+            big = list(recommend(run, users=users, k=100))
+            seen = relevant(train)
+            m["k100_check"] = all(
+                len(r["items"]) == 100 and not {x["item"] for x in r["items"]} & seen.get(r["user"], set())
+                and all(a["score"] >= b["score"] for a, b in zip(r["items"], r["items"][1:])) for r in big)
         add({"model": method + (f" ({args.tag})" if args.tag else ""), "kind": "method",
              "settings": {k: v for k, v in json.loads((run / "config.json").read_text()).items()
                           if k in ("lr", "batch_size", "weight_decay", "method_config", "optimizer")},

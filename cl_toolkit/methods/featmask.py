@@ -10,7 +10,7 @@ masking (``augment_features``: correlated, random or mixed) and asks the item to
 item's other view among the batch's (InfoNCE, ``losses.info_nce``, temperature
 ``ssl_temperature``):
 
-    L = L_retrieval + ssl_weight * L_ssl
+    L = L_retrieval + ssl_weight * L_ssl        (ssl_weight 1.0, ssl_batch 256, mixed masking by default)
 
 The masked fields include the item id, so the tower learns to embed an item from its features
 alone consistently with its full embedding; a cold item (no id embedding) is embedded that way.
@@ -39,10 +39,11 @@ MASKINGS = ("correlated", "random", "mixed")
 
 @dataclass
 class Config(TwoTowerConfig):
-    ssl_weight: float = 0.3         # alpha of the auxiliary loss
+    # preset chosen on the cold-item validation split (docs/benchmarks.md, results/tuning/recsys_cold_valid_*)
+    ssl_weight: float = 1.0         # alpha of the auxiliary loss
     ssl_temperature: float = 0.1
-    ssl_batch: int = 0              # items per step in the auxiliary task (0: the batch size)
-    masking: str = "correlated"     # correlated | random | mixed
+    ssl_batch: int = 256            # items per step in the auxiliary task (0: the batch size)
+    masking: str = "mixed"          # correlated | random | mixed (each item CFM or RFM, half and half)
 
 
 class FeatMaskTask(RecTask):
