@@ -190,3 +190,28 @@ def test_id_lists_and_recommendations_file(tmp_path, rec):
     r.write_text('{"user": "u1", "items": [{"item": "a", "score": 1}]}\n{"user": "u1", "items": []}\n')
     with pytest.raises(InputError, match="r.jsonl:2: field 'user': user 'u1' appears twice"):
         read_recommendations(r)
+
+
+def test_large_catalogues_rank_through_faiss(monkeypatch):
+    """Above EXACT_MAX items the top k come from an HNSW index: the same lists as exact search on
+    a small set, seen items still excluded, candidates still respected."""
+    import numpy as np
+
+    from cl_toolkit import recrank
+
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=(20, 16)).astype(np.float32)
+    v = rng.normal(size=(300, 16)).astype(np.float32)
+    users, items = [f"u{i}" for i in range(20)], [f"i{j}" for j in range(300)]
+    seen = {"u0": {"i1", "i2"}, "u3": {f"i{j}" for j in range(50)}}
+    exact = list(recrank.rank_vectors(u, v, users, items, seen, k=10))
+    monkeypatch.setattr(recrank, "EXACT_MAX", 100)
+    approx = list(recrank.rank_vectors(u, v, users, items, seen, k=10))
+    same = np.mean([len({x["item"] for x in a["items"]} & {x["item"] for x in b["items"]}) / 10
+                    for a, b in zip(exact, approx)])
+    assert same >= 0.95
+    assert all(not {x["item"] for x in r["items"]} & seen.get(r["user"], set()) and len(r["items"]) == 10
+               for r in approx)
+    cands = [f"i{j}" for j in range(0, 300, 2)]
+    assert all({x["item"] for x in r["items"]} <= set(cands)
+               for r in recrank.rank_vectors(u, v, users, items, seen, k=5, candidates=cands))
