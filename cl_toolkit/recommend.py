@@ -96,6 +96,9 @@ def load(run: str | Path, device: str = "cpu") -> Recommender:
         raise InputError(f"not a recommendation run (no {REC_SPEC}; train one with cltk pretrain --method "
                          "twotower|featmask|twin)", run)
     spec = json.loads(spec_path.read_text())
+    if spec["data"] == "-":
+        raise InputError("the run was trained on interactions from stdin, which cannot be read again; train it "
+                         "from a file to recommend with it", run)
     data = read_interactions(spec["data"], items=spec.get("items"), users=spec.get("users"))
     item, icfg = load_tower(p / "encoder" / "item", device)
     user, ucfg = (load_tower(p / "encoder" / "user", device) if spec.get("user_model") == "tower" else (None, None))

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from .. import dist
 from ..io import InputError, atomic_dir, write_json
-from ..io.interactions import Interactions, read_interactions
+from ..io.interactions import BUILTIN, Interactions, read_interactions
 from ..io.run import REC as REC_SPEC
 from ..losses import sampled_softmax
 from ..recdata import build_spec, encode, time_order
@@ -129,9 +129,14 @@ class RecTask:
 
 def rec_spec(cfg, inter: Interactions, user_model: str, history: int) -> dict:
     """What ``cltk recommend`` needs besides the towers: the data (to know every user's history
-    and the catalogue) and how users are embedded (``tower`` or ``history-mean``)."""
-    return {"method": cfg.method, "data": cfg.data, "items": inter.item_file, "users": inter.user_file,
-            "user_model": user_model, "history": history, "method_config": dict(cfg.method_config)}
+    and the catalogue; absolute paths, so the run works from any folder) and how users are
+    embedded (``tower`` or ``history-mean``)."""
+    def where(p: str | None) -> str | None:
+        return p if p is None or p == "-" or p in BUILTIN else str(Path(p).resolve())
+
+    return {"method": cfg.method, "data": where(cfg.data), "items": where(inter.item_file),
+            "users": where(inter.user_file), "user_model": user_model, "history": history,
+            "method_config": dict(cfg.method_config)}
 
 
 def recent_items(inter: Interactions, n: int, index: dict[str, int]) -> np.ndarray | None:
