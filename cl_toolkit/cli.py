@@ -59,7 +59,8 @@ def pretrain(
     out: Annotated[Path, typer.Option(help="Run dir to create (or continue with --resume).")],
     data: Annotated[Optional[str], typer.Option(
         help="Image folder, JSONL records (images; texts for simcse; posts with tags for cdtom), or "
-             "fashion-mnist:train.")] = None,
+             "fashion-mnist:train; for twotower / featmask / twin: interactions (a folder of RecBole atomic files, "
+             "a .inter file, a JSONL with --items) or ml-100k.")] = None,
     method: Annotated[Optional[str], typer.Option(help="Method name (see `cltk methods`). Default: byol.")] = None,
     encoder: Annotated[Optional[str], typer.Option(
         help="Encoder name (see `cltk encoders`). Default by image size.")] = None,
