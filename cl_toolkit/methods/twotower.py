@@ -23,6 +23,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,7 +68,8 @@ def data_hash(inter: Interactions) -> str:
     return h.hexdigest()[:16]
 
 
-def load_data(cfg, mc) -> Interactions:
+def load_data(cfg: Any, mc: Any) -> Interactions:
+    """The run's interactions (``cfg.data``) with the item / user files of its method config."""
     return read_interactions(cfg.data, items=mc.items or None, users=mc.users or None)
 
 
@@ -127,7 +129,7 @@ class RecTask:
         write_json(out / REC_SPEC, rec_spec(self.cfg, self.inter, "tower", self.mc.history))
 
 
-def rec_spec(cfg, inter: Interactions, user_model: str, history: int) -> dict:
+def rec_spec(cfg: Any, inter: Interactions, user_model: str, history: int) -> dict:
     """What ``cltk recommend`` needs besides the towers: the data (to know every user's history
     and the catalogue; absolute paths, so the run works from any folder) and how users are
     embedded (``tower`` or ``history-mean``)."""
