@@ -86,6 +86,20 @@ def score(recs, target: Interactions, train: Interactions, catalogue: set[str]) 
     return rec_metrics(pred, relevant(target), KS, seen, catalogue)
 
 
+def launch(cfg, ranks: int, sets: list[str]) -> dict:
+    """``cltk pretrain`` under torchrun: ``ranks`` processes, ``cfg.threads`` threads each."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
+           "-m", "cl_toolkit", "pretrain", "--method", cfg.method, "--data", cfg.data, "--out", cfg.out,
+           "--minutes", str(cfg.minutes), "--threads", str(cfg.threads), "--seed", str(cfg.seed),
+           "--checkpoint-every", str(cfg.checkpoint_every), "--force", "--quiet"]
+    for kv in sets:
+        cmd += ["--set", kv]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        raise SystemExit(f"torchrun failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--protocol", choices=("loo", "cold-items"), default="loo")
@@ -96,6 +110,8 @@ def main() -> None:
     ap.add_argument("--als-grid", action="store_true", help="also score the ALS grid (choose ALS_PRESET on valid)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the CPUs of the affinity)")
     ap.add_argument("--set", action="append", default=[], help="METHOD:KEY=VALUE for one method (repeatable)")
+    ap.add_argument("--ranks", type=int, default=1, help="train under torchrun with this many processes of "
+                    "--threads threads each (gathered in-batch negatives)")
     ap.add_argument("--tag", default="", help="a name for the rows of this run (e.g. a setting being probed)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", default=None, help="folder for data and run dirs (default: a temporary one)")
@@ -156,7 +172,10 @@ def main() -> None:
         cfg = resolve_config({"method": method, "data": str(path), "out": str(run), "minutes": args.minutes,
                               "threads": threads, "seed": 0, "checkpoint_every": 100000, **extra})
         before = load()
-        summary = pretrain(cfg, force=True, quiet=True)
+        if args.ranks > 1:
+            summary = launch(cfg, args.ranks, overrides.get(method, []))
+        else:
+            summary = pretrain(cfg, force=True, quiet=True)
         t0 = time.perf_counter()
         recs = list(recommend(run, users=users, k=20, candidates=candidates))
         m = score(recs, target, train, catalogue)
@@ -166,7 +185,7 @@ def main() -> None:
             m["k100_check"] = all(
                 len(r["items"]) == 100 and not {x["item"] for x in r["items"]} & seen.get(r["user"], set())
                 and all(a["score"] >= b["score"] for a, b in zip(r["items"], r["items"][1:])) for r in big)
-        add({"model": method + (f" ({args.tag})" if args.tag else ""), "kind": "method",
+        add({"model": method + (f" ({args.tag})" if args.tag else ""), "kind": "method", "ranks": args.ranks,
              "settings": {k: v for k, v in json.loads((run / "config.json").read_text()).items()
                           if k in ("lr", "batch_size", "weight_decay", "method_config", "optimizer")},
              **m, "train_minutes": round(summary["train_seconds"] / 60, 2), "steps": summary["steps"],
