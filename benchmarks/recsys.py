@@ -90,7 +90,8 @@ def launch(cfg, ranks: int, sets: list[str]) -> dict:
     """``cltk pretrain`` under torchrun: ``ranks`` processes, ``cfg.threads`` threads each."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
            "-m", "cl_toolkit", "pretrain", "--method", cfg.method, "--data", cfg.data, "--out", cfg.out,
-           "--minutes", str(cfg.minutes), "--threads", str(cfg.threads), "--seed", str(cfg.seed),
+           *(["--minutes", str(cfg.minutes)] if cfg.minutes is not None else ["--epochs", str(cfg.epochs)]),
+           "--threads", str(cfg.threads), "--seed", str(cfg.seed),
            "--checkpoint-every", str(cfg.checkpoint_every), "--force", "--quiet"]
     for kv in sets:
         cmd += ["--set", kv]
@@ -105,6 +106,7 @@ def main() -> None:
     ap.add_argument("--protocol", choices=("loo", "cold-items"), default="loo")
     ap.add_argument("--phase", choices=("valid", "test"), default="test")
     ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--epochs", type=float, default=None, help="an epoch budget instead of --minutes")
     ap.add_argument("--methods", default="twotower,featmask,twin")
     ap.add_argument("--baselines", default="popularity,als,feature-profile,random")
     ap.add_argument("--als-grid", action="store_true", help="also score the ALS grid (choose ALS_PRESET on valid)")
@@ -131,7 +133,8 @@ def main() -> None:
         "benchmark": "recsys", "data": "ml-100k", "protocol": args.protocol, "phase": args.phase,
         "ranking": "full" + (" over the cold items" if cold else " over all items, history excluded"),
         "users_scored": len(users), "catalogue": len(catalogue), "train_interactions": len(train),
-        "minutes_budget": args.minutes, "threads": threads, "cpu_affinity": sorted(os.sched_getaffinity(0)),
+        "minutes_budget": None if args.epochs is not None else args.minutes, "epochs_budget": args.epochs,
+        "threads": threads, "ranks": args.ranks, "cpu_affinity": sorted(os.sched_getaffinity(0)),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
         "git": git_commit(), "argv": sys.argv, "rows": [],
     }
@@ -169,7 +172,8 @@ def main() -> None:
     for method in [m for m in args.methods.split(",") if m]:
         run = work / f"run-{method}"
         extra = settings_from(overrides.get(method, []))
-        cfg = resolve_config({"method": method, "data": str(path), "out": str(run), "minutes": args.minutes,
+        budget = {"epochs": args.epochs} if args.epochs is not None else {"minutes": args.minutes}
+        cfg = resolve_config({"method": method, "data": str(path), "out": str(run), **budget,
                               "threads": threads, "seed": 0, "checkpoint_every": 100000, **extra})
         before = load()
         if args.ranks > 1:
