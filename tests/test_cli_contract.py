@@ -30,6 +30,7 @@ from cl_toolkit.io import write_embeddings
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data_samples"
 ENCODER = ROOT / "tests" / "fixtures" / "prev_runs" / "byol_encoder"
+REC = SAMPLES / "rec"
 
 
 def _commands(cmd=None, prefix=()):
@@ -87,6 +88,10 @@ def files(tmp_path_factory):
     (root / "pairs.jsonl").write_text("".join(json.dumps({"query": f"r{i}", "target": f"r{i + 1}"}) + "\n"
                                               for i in range(0, 10, 2)))
     (root / "a_file").write_text("x")
+    lines = (REC / "sample.inter").read_text().splitlines()
+    lines[2] = "u1\ti1\tfour\t12"                # line 3: the rating is not a number
+    (root / "bad.inter").write_text("\n".join(lines[:20]) + "\n")
+    (root / "recs.jsonl").write_text(json.dumps({"user": "u29", "items": [{"item": "i023", "score": 1.0}]}) + "\n")
     from cl_toolkit import index as ix
 
     ix.build(np.random.default_rng(1).normal(size=(12, 4)).astype(np.float32), meta, root / "idx", kind="Flat",
@@ -149,6 +154,11 @@ def rec(monkeypatch, files):
     r.stub("cl_toolkit.eval", "retrieval_eval", {"recall@1": 1.0})
     r.stub("cl_toolkit.eval", "zeroshot", {"accuracy": 1.0})
     r.stub("cl_toolkit.eval", "collapse_report", {"std": 1.0})
+    r.stub("cl_toolkit.recdata", "split", {})
+    r.stub("cl_toolkit.recdata", "write_split", {"files": []})
+    r.stub("cl_toolkit.receval", "evaluate", {"hr@10": 1.0})
+    r.stub("cl_toolkit.recommend", "recommend", lambda **kw: iter([{"user": "u", "items": []}]))
+    r.stub("cl_toolkit.recommend", "embed_field", (EMB, [{"id": "a"}, {"id": "b"}], {"dim": 4}))
     bars = []
     monkeypatch.setattr("cl_toolkit.runtime.ProgressBar.__init__",
                         lambda self, label, total=None, quiet=False, transient=True:
@@ -175,6 +185,9 @@ def _base(files, tmp):
                           SAMPLES / "classes.txt"],
         "eval tag": ["eval", "tag", "--pred", SAMPLES / "posts.jsonl", "--gold", SAMPLES / "posts.jsonl"],
         "eval collapse": ["eval", "collapse", e],
+        "split": ["split", REC / "sample.inter", "--out", tmp / "split"],
+        "eval rec": ["eval", "rec", "--pred", "{files}/recs.jsonl", "--test", REC / "sample.inter"],
+        "recommend": ["recommend", "runs/rec"],
         "methods": ["methods"],
         "encoders": ["encoders"],
     }
@@ -232,7 +245,7 @@ OPTIONS = {
     ("embed", "model"): ([], lambda r, o: r.calls["embed"]["model"] == str(ENCODER)),
     ("embed", "--input"): ([], lambda r, o: r.calls["embed"]["data"].endswith("images.jsonl")),
     ("embed", "--out"): ([], lambda r, o: r.calls["embed"]["out"].endswith("emb")),
-    ("embed", "--field"): (["--field", "image"], lambda r, o: r.calls["embed"]["field"] == "image"),
+    ("embed", "--field"): (["--field", "item"], lambda r, o: r.calls["embed_field"]["field"] == "item"),
     ("embed", "--batch-size"): (["--batch-size", "7"], lambda r, o: r.calls["embed"]["batch_size"] == 7),
     ("embed", "--normalize"): (["--no-normalize"], lambda r, o: r.calls["embed"]["normalize"] is False),
     ("embed", "--device"): (["--device", "cpu"], lambda r, o: str(r.calls["embed"]["device"]) == "cpu"),
@@ -316,6 +329,31 @@ OPTIONS = {
                                    lambda r, o: r.calls["collapse_report"]["pairs"]["r0"] == {"r1"}),
     ("eval collapse", "--sample"): (["--sample", "5"], lambda r, o: r.calls["collapse_report"]["sample"] == 5),
     ("eval collapse", "--seed"): (["--seed", "3"], lambda r, o: r.calls["collapse_report"]["seed"] == 3),
+    ("pretrain", "--items"): (["--method", "twotower", "--items", "i.jsonl"],
+                              lambda r, o: _cfg(r).method_config.items == "i.jsonl"),
+    ("split", "interactions"): ([], lambda r, o: len(r.calls["split"]["inter"]) == 949),
+    ("split", "--out"): ([], lambda r, o: str(r.calls["write_split"]["out"]).endswith("split")),
+    ("split", "--protocol"): (["--protocol", "ratio"], lambda r, o: r.calls["split"]["protocol"] == "ratio"),
+    ("split", "--items"): (["--items", REC / "items.jsonl"],
+                           lambda r, o: r.calls["split"]["inter"].item_file.endswith("items.jsonl")),
+    ("split", "--ratios"): (["--ratios", "0.7,0.2,0.1"], lambda r, o: r.calls["split"]["ratios"] == (0.7, 0.2, 0.1)),
+    ("split", "--cold-share"): (["--cold-share", "0.2"], lambda r, o: r.calls["split"]["cold_share"] == 0.2),
+    ("split", "--seed"): (["--seed", "3"], lambda r, o: r.calls["split"]["seed"] == 3),
+    ("split", "--force"): (["--force"], lambda r, o: r.calls["write_split"]["force"] is True),
+    ("eval rec", "--pred"): ([], lambda r, o: r.calls["evaluate"]["pred"] == {"u29": ["i023"]}),
+    ("eval rec", "--test"): ([], lambda r, o: len(r.calls["evaluate"]["test"]) == 949),
+    ("eval rec", "--train"): (["--train", REC / "sample.inter"], lambda r, o: r.calls["evaluate"]["train"] is not None),
+    ("eval rec", "--k"): (["--k", "5,50"], lambda r, o: r.calls["evaluate"]["ks"] == (5, 50)),
+    ("recommend", "run"): ([], lambda r, o: r.calls["recommend"]["run"] == "runs/rec"),
+    ("recommend", "--users"): (["--users", "u.txt"], lambda r, o: r.calls["recommend"]["users"] == "u.txt"),
+    ("recommend", "--k"): (["--k", "100"], lambda r, o: r.calls["recommend"]["k"] == 100),
+    ("recommend", "--candidates"): (["--candidates", "c.txt"],
+                                    lambda r, o: r.calls["recommend"]["candidates"] == "c.txt"),
+    ("recommend", "--history"): (["--history", "h.jsonl"], lambda r, o: r.calls["recommend"]["history"] == "h.jsonl"),
+    ("recommend", "--include-seen"): (["--include-seen"], lambda r, o: r.calls["recommend"]["include_seen"] is True),
+    ("recommend", "--out"): (["--out", "{tmp}/r.jsonl"], lambda r, o: o == ""),
+    ("recommend", "--device"): (["--device", "cpu"], lambda r, o: r.calls["recommend"]["device"] == "cpu"),
+    ("recommend", "--force"): (["--out", "{tmp}/r.jsonl", "--force"], lambda r, o: o == ""),
     ("methods", "--json"): (["--json"], lambda r, o: {m["name"] for m in json.loads(o)} >= {"byol", "simclr"}),
     ("encoders", "--json"): (["--json"], lambda r, o: "convnet-small" in {e["name"] for e in json.loads(o)}),
 }
@@ -331,10 +369,12 @@ def test_every_option_reaches_the_library(key, rec, files, tmp_path):
     command, _ = key
     extra, check = OPTIONS[key]
     base = list(_base(files, tmp_path)[command])
+    extra = [str(x) for x in extra]
     for drop in [x[1:] for x in extra if x.startswith("!")]:     # "!--opt": leave --opt and its value out
         i = base.index(drop)
         del base[i:i + 2]
     extra = [str(x).format(tmp=tmp_path, files=files) for x in extra if not str(x).startswith("!")]
+    base = [str(x).format(tmp=tmp_path, files=files) for x in base]
     code, out, err = run(*base, *extra)
     assert code == 0, (key, err)
     assert check(rec, out), (key, rec.calls, out)
@@ -357,7 +397,7 @@ BAD_NUMBERS = {
     "--epochs": "0", "--minutes": "-1", "--batch-size": "0", "--chunk-size": "-1", "--lr": "-0.1",
     "--image-size": "0", "--seed": "-1", "--threads": "0", "--checkpoint-every": "0", "--knn-every": "0",
     "--weight-decay": "-1", "--target-recall": "1.5", "--shards": "0", "--k": "0", "--temperature": "0",
-    "--top-k": "0", "--min-score": "nan", "--sample": "1",
+    "--top-k": "0", "--min-score": "nan", "--sample": "1", "--cold-share": "0.6",
 }
 
 
@@ -420,6 +460,11 @@ def _bad_inputs(files, tmp):
             (["eval", "collapse", files / "nan"], "NaN"),
             (["build-index", files / "nan", "--out", tmp / "o"], "NaN"),
             (["match", files / "nan", "--index", files / "idx"], "NaN"),
+        ],
+        "bad interactions": [
+            (["split", files / "bad.inter", "--out", tmp / "o"], "bad.inter:3"),
+            (["eval", "rec", "--pred", files / "recs.jsonl", "--test", files / "bad.inter"], "bad.inter:3"),
+            (["pretrain", "--method", "twotower", "--data", files / "bad.inter", "--out", tmp / "r"], "bad.inter:3"),
         ],
         "null labels": [
             (["finetune", ENCODER, "--data", files / "labelled.jsonl", "--out", tmp / "o"], "label"),

@@ -17,8 +17,8 @@ LAYERS = [
     ["io"],
     ["index"],                                  # Faiss and numpy only
     ["runtime", "dist"],
-    ["data"],
-    ["augment"],
+    ["data", "recdata"],
+    ["augment", "augment_features"],
     ["encoders"],
     ["losses", "collapse"],
     ["tasks"],
@@ -27,8 +27,8 @@ LAYERS = [
     ["config"],
     ["train"],
     ["embed"],
-    ["eval"],
-    ["tag", "match", "finetune", "report"],     # apps
+    ["eval", "receval", "recbaselines"],
+    ["tag", "match", "finetune", "report", "recommend"],     # apps
     ["pipeline"],
     ["cli"],
     ["__main__"],

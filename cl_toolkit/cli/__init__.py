@@ -16,7 +16,7 @@ import sys
 import typer
 
 from ..io import InputError, TrainingError, disk_full
-from . import apps, evaluate, train, vectors  # noqa: F401  (each registers its commands on ``app``)
+from . import apps, evaluate, rec, train, vectors  # noqa: F401  (each registers its commands on ``app``)
 from .common import app
 
 FULL = "no space left on the device (or over the file-size limit) while writing; nothing half-written is left"

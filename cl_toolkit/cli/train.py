@@ -17,7 +17,8 @@ def pretrain(
     out: Annotated[Path, typer.Option(help="Run dir to create (or continue with --resume).")],
     data: Annotated[Optional[str], typer.Option(
         help="Image folder, JSONL records (images; texts for simcse; posts with tags for cdtom), or "
-             "fashion-mnist:train.")] = None,
+             "fashion-mnist:train; for twotower / featmask / twin: interactions (a folder of RecBole atomic files, "
+             "a .inter file, a JSONL with --items) or ml-100k.")] = None,
     method: Annotated[Optional[str], typer.Option(help="Method name (see `cltk methods`). Default: byol.")] = None,
     encoder: Annotated[Optional[str], typer.Option(
         help="Encoder name (see `cltk encoders`). Default by image size.")] = None,
@@ -53,6 +54,8 @@ def pretrain(
                                                      "fixed 20% of up to 2000 --data images).")] = None,
     tags: Annotated[Optional[str], typer.Option(help="cdtom: the tag vocabulary, one tag a line (default: every "
                                                 "tag in --data).")] = None,
+    items: Annotated[Optional[str], typer.Option(help="twotower / featmask / twin: the item file (JSONL or atomic "
+                                                 ".item; default: the .inter file's sibling NAME.item).")] = None,
 ) -> None:
     """Self-supervised pretraining; writes a run dir (config, env, metrics, checkpoints, encoder/)
     and prints a JSON summary.
@@ -75,8 +78,9 @@ def pretrain(
                      device=device, precision=precision, threads=threads, checkpoint_every=checkpoint_every,
                      chunk_size=chunk_size, sync_bn=sync_bn)
     overrides.update(settings_from(set_))
-    if tags is not None:
-        overrides["method_config"] = {**overrides.get("method_config", {}), "tags": tags}
+    for key, value in (("tags", tags), ("items", items)):
+        if value is not None:
+            overrides["method_config"] = {**overrides.get("method_config", {}), key: value}
     if resume:
         if force:
             raise InputError("--resume continues the run and --force starts it again: give one of them")

@@ -15,12 +15,14 @@ from .common import app, print_json
 def embed(
     model: Annotated[str, typer.Argument(help="Run dir, encoder/ folder, or (text) a Hugging Face model folder or "
                                          "minilm-l6.")],
-    input: Annotated[str, typer.Option("--input", "-i", help="Image folder, JSONL of image or text records (- for "
-                                       "stdin), or fashion-mnist:test.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Embeddings folder to write; - for JSONL on stdout.")],
+    input: Annotated[Optional[str], typer.Option(
+        "--input", "-i", help="Image folder, JSONL of image or text records (- for stdin), or fashion-mnist:test. "
+                              "Recommendation runs: an item file (--field item) or interactions (--field user); "
+                              "default: the run's catalogue / users.")] = None,
     field: Annotated[Optional[str], typer.Option(
-        help="What to embed: image | text | tag (a record field; in a two-tower run also the tower). "
-             "Default: what the model takes.")] = None,
+        help="What to embed: image | text | tag (a record field; in a two-tower run also the tower), or user | "
+             "item for a recommendation run. Default: what the model takes.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Records per forward pass.")] = 512,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = True,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
@@ -32,16 +34,29 @@ def embed(
     Example: cltk embed runs/byol --input data_samples/images.jsonl --out emb/samples
 
     Example: cltk embed minilm-l6 --input data_samples/posts.jsonl --out emb/posts
+
+    Example: cltk embed runs/rec --field item --out emb/items   (then build-index / match: similar items)
     """
     from ..embed import embed as run_embed
     from ..io import check_output, embedding_records, write_jsonl
     from ..runtime import ProgressBar, resolve_device
 
-    if field is not None and field not in ("image", "text", "tag"):
-        raise InputError(f"--field must be image, text or tag, got {field!r}")
+    if field is not None and field not in ("image", "text", "tag", "user", "item"):
+        raise InputError(f"--field must be image, text, tag, user or item, got {field!r}")
     if out != "-":
         check_output(out, force)
     dev = resolve_device(device)
+    if field in ("user", "item"):
+        from ..recommend import embed_field
+
+        emb, records, info = embed_field(model, field, input, None if out == "-" else out, force, str(dev))
+        if out == "-":
+            write_jsonl(sys.stdout, embedding_records(emb, records))
+        else:
+            print_json({"out": out, **info})
+        return
+    if input is None:
+        raise InputError("--input is required (an image folder, a JSONL file or fashion-mnist:test)")
     with ProgressBar("embed", quiet=quiet) as bar:
         emb, records, info = run_embed(model, input, None if out == "-" else out, batch_size, normalize, dev,
                                        force, bar.advance, field)

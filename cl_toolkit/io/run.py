@@ -22,6 +22,7 @@ REPORT = "report.html"
 TAGGER = "tagger.json"
 TAG_INDEX = "tag_index"
 CLIP = "clip.json"
+REC = "rec.json"          # recommendation runs: data and user model for cltk recommend
 # encoder folder
 ENCODER_SPEC = "encoder.json"
 WEIGHTS = "model.safetensors"

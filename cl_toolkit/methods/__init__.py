@@ -56,12 +56,15 @@ def load_all() -> dict[str, MethodEntry]:
         cdtom,
         clip,
         directpred,
+        featmask,
         mocov2,
         mocov3,
         simclr,
         simcse,
         simsiam,
         swav,
+        twin,
+        twotower,
         vicreg,
     )
 
