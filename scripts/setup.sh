@@ -50,7 +50,7 @@ fi
 # `venv` without ensurepip until python3-venv is installed, and then `python3 -m venv` fails.
 if ! "$VENV/bin/python" -c 'import pip' 2>/dev/null; then
     rm -rf "$VENV"
-    if ! "$PY" -m venv "$VENV" 2>/dev/null; then
+    if ! "$PY" -m venv "$VENV" >/dev/null 2>&1; then
         rm -rf "$VENV"
         ver=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
         if ! command -v apt-get >/dev/null; then
