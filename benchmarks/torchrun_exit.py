@@ -122,38 +122,39 @@ def main() -> None:
     repo = a.repo.resolve()
     code, script = provenance(repo), provenance(ROOT)     # before the launches: the code that runs
     loads = [os.getloadavg()]
-    rows = []
+    rows: list[dict] = []
     t0 = time.perf_counter()
+    a.out_dir.mkdir(parents=True, exist_ok=True)
+    path = a.out_dir / f"torchrun_exit_{a.path}{'_' + a.name if a.name else ''}.json"
+    meta = {"benchmark": "torchrun_exit", "path": a.path,
+            "what": {"train": "2-rank gloo torchrun launches of tests/dist_worker.py train",
+                     "exit": "2-rank gloo torchrun launches of EXIT_WORKER (DDP steps, all_objects, barrier)"}[a.path],
+            **code, "repo": str(repo), "script": script, "launches_asked": a.launches,
+            "python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         data = noise_images(Path(tmp))
         for i in range(a.launches):
             row = launch(a.path, repo, Path(tmp), data)
             rows.append(row)
-            if (i + 1) % 10 == 0:
-                loads.append(os.getloadavg())
             print(json.dumps({"launch": i + 1, **{k: v for k, v in row.items() if k != "stderr_tail"}}),
                   file=sys.stderr, flush=True)
-    codes = collections.Counter(str(r["returncode"]) for r in rows)
-    failures = [{"launch": i + 1, **r} for i, r in enumerate(rows) if r["returncode"]]
-    result = {
-        "benchmark": "torchrun_exit", "path": a.path,
-        "what": {"train": "2-rank gloo torchrun launches of tests/dist_worker.py train",
-                 "exit": "2-rank gloo torchrun launches of EXIT_WORKER (DDP steps, all_objects, barrier)"}[a.path],
-        **code, "repo": str(repo), "script": script,
-        "launches": len(rows), "aborts": sum(r["aborted"] for r in rows),
-        "other_failures": sum(bool(r["returncode"]) and not r["aborted"] for r in rows),
-        "aborts_after_work_done": sum(r["aborted"] and r["work_done"] for r in rows) if a.path == "train" else None,
-        "exit_codes": dict(codes), "seconds": round(time.perf_counter() - t0, 1),
-        "seconds_per_launch": [r["seconds"] for r in rows],
-        "loadavg_every_10_launches": [[round(x, 2) for x in la] for la in loads],
-        "python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
-        "failures": failures[:10],
-    }
-    a.out_dir.mkdir(parents=True, exist_ok=True)
-    path = a.out_dir / f"torchrun_exit_{a.path}{'_' + a.name if a.name else ''}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+            if (i + 1) % 10 == 0 or i + 1 == a.launches:  # a stopped run still leaves its counts so far
+                loads.append(os.getloadavg())
+                result = {**meta, **summarise(rows, a.path), "complete": i + 1 == a.launches,
+                          "seconds": round(time.perf_counter() - t0, 1),
+                          "loadavg_every_10_launches": [[round(x, 2) for x in la] for la in loads]}
+                path.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("path", "launches", "aborts", "other_failures", "exit_codes", "seconds")}))
     print(f"wrote {path}", file=sys.stderr)
+
+
+def summarise(rows: list[dict], path: str) -> dict:
+    failures = [{"launch": i + 1, **r} for i, r in enumerate(rows) if r["returncode"]]
+    return {"launches": len(rows), "aborts": sum(r["aborted"] for r in rows),
+            "other_failures": sum(bool(r["returncode"]) and not r["aborted"] for r in rows),
+            "aborts_after_work_done": sum(r["aborted"] and r["work_done"] for r in rows) if path == "train" else None,
+            "exit_codes": dict(collections.Counter(str(r["returncode"]) for r in rows)),
+            "seconds_per_launch": [r["seconds"] for r in rows], "failures": failures[:10]}
 
 
 if __name__ == "__main__":
