@@ -78,10 +78,10 @@ for _ in range(5):
     opt.zero_grad()
     ddp(torch.randn(4, 8)).sum().backward()
     opt.step()
-    dist.all_objects({"rng": torch.get_rng_state()})
-    dist.all_reduce_(torch.ones(2))
+    rngs = dist.all_objects({"rng": torch.get_rng_state()})
+    agreed = dist.all_reduce_(torch.ones(2))
 dist.barrier()
-"""
+"""   # the last results stay referenced until the interpreter exits, as a caller's would
 
 
 def launch(path: str, repo: Path, tmp: Path, data: Path) -> dict:
