@@ -5,10 +5,10 @@ tree started from scratch as a user's job would be, of one of two programs:
   gathered negatives, synchronised batch norm, DDP on 2 gloo ranks, rank 0 writing the run dir);
 - ``exit``: only what such a run does last, without data or model files: ``cl_toolkit.dist.init``,
   a few DistributedDataParallel steps, ``all_objects`` and ``all_reduce_`` as the checkpoint
-  does, a final barrier, then the interpreter exits. A launch costs a third of a training one,
-  so more launches fit in the same minutes, through the same shutdown.
+  does, a final barrier, then the interpreter exits with those results still referenced: the
+  same shutdown without the training.
 
-    python benchmarks/torchrun_exit.py                            # 100 train launches, ~11 min on 2 idle cores
+    python benchmarks/torchrun_exit.py                            # 100 train launches
     python benchmarks/torchrun_exit.py --path exit --launches 300
     python benchmarks/torchrun_exit.py --repo /tmp/old-checkout --name before   # another checkout's code
 
