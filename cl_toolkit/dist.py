@@ -23,6 +23,7 @@ over ranks is normalised as the whole batch would be; on CUDA the model gets tor
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from typing import Any
 
@@ -54,15 +55,24 @@ def init(device: torch.device) -> None:
         return
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    # Imported before the group exists, on purpose: torch.distributed.nn.functional binds
+    # ``group.WORLD`` as a default argument of its functions when first imported, and
+    # DistributedDataParallel imports it. Imported after this line, it keeps the group alive
+    # past ``destroy_process_group`` with gloo's threads running into interpreter shutdown,
+    # where one of them now and then aborts the process (docs/scaling.md, "shutdown").
+    import torch.distributed.nn.functional as _functional  # noqa: F401
+
     tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    atexit.register(_finish)
+    atexit.register(finish)
 
 
-def _finish() -> None:
-    # leave the group before the interpreter tears down: gloo's threads otherwise abort the
-    # process at exit ("terminate called without an active exception")
-    if tdist.is_initialized():
-        tdist.destroy_process_group()
+def finish() -> None:
+    """Leave the process group and wait for its threads to end, while the interpreter is whole
+    (registered with ``atexit`` by ``init``; safe to call twice)."""
+    if not (tdist.is_available() and tdist.is_initialized()):
+        return
+    gc.collect()  # a DistributedDataParallel kept by a reference cycle (a traceback) holds the group
+    tdist.destroy_process_group()
 
 
 def local_device(device: torch.device) -> torch.device:

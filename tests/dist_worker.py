@@ -96,8 +96,30 @@ def cdtom_tags() -> dict:
 
 
 def train(args: dict) -> dict:
-    cfg = resolve_config(args)
-    return pretrain(cfg, quiet=True, force=True)
+    """One run; every rank also saves the weights it ended with (``RUN/weights.rank<R>.pt``)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    wrapped = []
+
+    class Recording(DistributedDataParallel):  # the trainer wraps each rank's model once
+        __signature__ = inspect.signature(DistributedDataParallel)   # the trainer reads it
+
+        def __init__(self, module, *a, **kw):
+            wrapped.append(module)
+            super().__init__(module, *a, **kw)
+
+    import cl_toolkit.train as trainer
+
+    trainer.DistributedDataParallel = Recording      # the name the trainer wraps its model with
+    try:
+        summary = pretrain(resolve_config(args), quiet=True, force=True)
+    finally:
+        trainer.DistributedDataParallel = DistributedDataParallel
+    assert len(wrapped) == 1, wrapped
+    torch.save(wrapped[0].state_dict(), Path(args["out"]) / f"weights.rank{dist.rank()}.pt")
+    return summary
 
 
 def resume(args: dict) -> dict:
@@ -120,7 +142,8 @@ def every_method(args: dict) -> dict:
     get_method("byol")   # loads the registry
     text = {"simcse": {"data": args["posts"], "encoder": args["text_model"]},
             "cdtom": {"data": args["posts"], "encoder": args["text_model"]},
-            "clip": {"data": args["pairs"], "method_config": {"text_encoder": args["text_model"], "text_layers": 1}}}
+            "clip": {"data": args["pairs"], "method_config": {"text_encoder": args["text_model"], "text_layers": 1}},
+            **{m: {"data": args["rec"], "epochs": 0.1} for m in ("twotower", "featmask", "twin")}}
     steps = {}
     for name in sorted(METHODS):
         run = {"method": name, "data": args["images"], "encoder": "convnet-tiny", "epochs": 2, "batch_size": 16,
@@ -145,7 +168,19 @@ def main() -> None:
     cases = {"losses": losses, "train": train, "resume": resume, "mismatch": mismatch, "every_method": every_method}
     res = cases[case](*([args] if case != "losses" else []))
     res["world_size"] = dist.world()
-    (out / f"{case}.rank{dist.rank()}.json").write_text(json.dumps(res))
+    rank = dist.rank()
+    dist.finish()
+    res["threads_after_finish"] = thread_names()
+    (out / f"{case}.rank{rank}.json").write_text(json.dumps(res))
+
+
+def thread_names() -> list[str]:
+    """The names of this process's native threads (gloo's are ``gloo_tcp_loop`` and
+    ``pt_gloo_runloop``); empty where /proc is missing."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return []
+    return sorted((t / "comm").read_text().strip() for t in tasks.iterdir())
 
 
 if __name__ == "__main__":

@@ -15,23 +15,17 @@ from cl_toolkit.pipeline import pretrain
 WORKER = Path(__file__).with_name("dist_worker.py")
 
 
-def aborted(stderr: str) -> bool:
-    """A launch that failed because gloo aborted a rank while the ranks shut down. About one
-    torchrun launch in twenty on this CPU ends so ("terminate called without an active exception",
-    the rank killed by SIGABRT); the cause is not found yet (docs/scaling.md). Tests retry such a
-    launch once; any other failure, or a second abort, fails."""
-    return "SIGABRT" in stderr
-
-
 def torchrun(case: str, out: Path, args: dict | None = None, ranks: int = 2) -> list[dict]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
            str(WORKER), case, str(out)] + ([json.dumps(args)] if args is not None else [])
-    for _ in range(2):       # every worker case overwrites its outputs, so a retry runs in place
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if p.returncode == 0 or not aborted(p.stderr):
-            break
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    return [json.loads((out / f"{case}.rank{r}.json").read_text()) for r in range(ranks)]
+    res = [json.loads((out / f"{case}.rank{r}.json").read_text()) for r in range(ranks)]
+    for r in res:
+        # dist.finish joined gloo's threads: none may live on into interpreter shutdown, where
+        # one aborted the process now and then (docs/scaling.md)
+        assert not [t for t in r["threads_after_finish"] if "gloo" in t], r["threads_after_finish"]
+    return res
 
 
 def test_gathered_losses_and_gradients_equal_the_global_batch(tmp_path):
@@ -73,6 +67,14 @@ def test_two_ranks_train_the_same_weights_as_one_process_with_the_global_batch(s
                      optimizer="sgd", lr=0.05)
     res = torchrun("train", tmp_path, args)
     assert res[0]["world_size"] == 2 and res[0]["steps"] == res[1]["steps"] > 2
+    # every rank ends with the same weights (parameters and synchronised batch-norm statistics),
+    # and rank 0's are the ones it saved
+    ranks = [torch.load(tmp_path / "two" / f"weights.rank{r}.pt") for r in range(2)]
+    saved = _weights(tmp_path / "two")
+    assert ranks[0].keys() == ranks[1].keys() == saved.keys()
+    for k in saved:
+        assert torch.equal(ranks[0][k], ranks[1][k]), k
+        assert torch.equal(ranks[0][k], saved[k]), k
     torch.manual_seed(0)
     one = pretrain(resolve_config({**args, "out": str(tmp_path / "one")}), quiet=True)
     assert one["steps"] == res[0]["steps"]
@@ -95,44 +97,29 @@ def test_two_rank_run_resumes_exactly(samples, tmp_path):
 
 def test_every_method_trains_on_two_ranks(samples, tmp_path, tiny_bert):
     data = {k: str(samples / f"{k}.jsonl") for k in ("images", "posts", "pairs")}
-    res = torchrun("every_method", tmp_path, {**data, "text_model": str(tiny_bert), "out": str(tmp_path)})
+    res = torchrun("every_method", tmp_path, {**data, "rec": str(samples / "rec"), "text_model": str(tiny_bert),
+                                              "out": str(tmp_path)})
     steps = res[0]["steps"]
-    assert len(steps) == 12 and all(n > 0 for n in steps.values()), steps
+    assert len(steps) == 15 and all(n > 0 for n in steps.values()), steps
     assert res[1]["steps"] == steps
     assert all((tmp_path / m / "encoder").is_dir() for m in steps)
 
 
 def test_torchrun_cli_prints_one_summary_and_resumes(samples, tmp_path):
-    # a launch that gloo aborted at shutdown (see ``aborted``) is retried once, from scratch in a
-    # new run dir (the CLI refuses to overwrite the first one)
-    for attempt in range(2):
-        failure = _cli_summary_and_resume(samples, tmp_path / f"run{attempt}")
-        if failure is None:
-            return
-        if not aborted(failure):
-            break
-    pytest.fail(failure)
-
-
-def _cli_summary_and_resume(samples, run: Path) -> str | None:
-    """None when both launches succeed and check out; a launch's stderr tail when one fails."""
+    run = tmp_path / "run"
     base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "cl_toolkit",
             "pretrain", "--out", str(run), "--quiet", "--threads", "1"]
     first = subprocess.run([*base, "--epochs", "2", "--method", "simclr", "--data", str(samples / "images.jsonl"),
                             "--encoder", "convnet-tiny", "--batch-size", "16"], capture_output=True, text=True,
                            timeout=300)
-    if first.returncode != 0:
-        return first.stderr[-2000:]
+    assert first.returncode == 0, first.stderr[-2000:]
     summary = json.loads(first.stdout)            # one JSON document: rank 0 alone prints
     assert summary["world_size"] == 2 and summary["steps"] == 6
-    again = subprocess.run([*base, "--resume", "--epochs", "3"],
-                           capture_output=True, text=True, timeout=300)
-    if again.returncode != 0:
-        return again.stderr[-2000:]
+    again = subprocess.run([*base, "--resume", "--epochs", "3"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout)["steps"] == 9
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [6, 9]     # logged at the end of each part (log_every 20)
-    return None
 
 
 def test_ranks_that_disagree_on_the_config_stop_with_a_clear_error(samples, tmp_path):
