@@ -38,11 +38,10 @@ from torch.nn.parallel import DistributedDataParallel
 from . import collapse, dist
 from .config import TrainConfig, given, resume_config
 from .gradcache import grad_cache_step
-from .io import InputError, RunDir, TrainingError, atomic_file, check_writable, write_json
+from .io import CpuShare, InputError, RunDir, TrainingError, atomic_file, check_writable, write_json
 from .methods import METHODS, get_method, update_momentum
 from .optim import lr_at, make_optimizer
 from .runtime import (
-    CpuShare,
     ProgressBar,
     autocast_dtype,
     environment,
