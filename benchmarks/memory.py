@@ -8,7 +8,7 @@ before the first step, so the peak is reached whatever the number of steps. Post
 than the debtags training split are the split repeated with new ids (the cache grows with posts
 x tokens x width, whatever the texts say).
 
-    python benchmarks/memory.py [--baseline fdd1441] [--posts 5000,26830,58690]
+    python benchmarks/memory.py [--baseline fdd1441] [--posts 5000,26830,58690] [--before-posts 5000,26830]
 
 Writes benchmarks/results/memory.json.
 """
@@ -56,6 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--baseline", default="fdd1441")
     ap.add_argument("--posts", default="5000,26830,58690")
+    ap.add_argument("--before-posts", default="5000,26830", help="sizes also run with the baseline commit")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "memory.json"))
     args = ap.parse_args()
     if not (DEBTAGS / "train.jsonl").is_file():
@@ -69,7 +70,8 @@ def main() -> None:
         try:
             for n in map(int, args.posts.split(",")):
                 data = posts_file(n, tmp)
-                for version, tree in (("after", ROOT), ("before", base)):
+                versions = [("after", ROOT)] + ([("before", base)] if str(n) in args.before_posts.split(",") else [])
+                for version, tree in versions:
                     res = peak_rss(tree, ["pretrain", "--method", "cdtom", "--data", str(data), "--out",
                                           str(tmp / f"run_{version}_{n}"), "--epochs", "0.01", "--quiet", "--force",
                                           "--tags", str(DEBTAGS / "tags.txt")])
