@@ -2,7 +2,9 @@
 
 Protocol (issue 3): pretrain on 10,000 unlabelled training images (1,000 per class, seed 0),
 then weighted kNN (k=20, t=0.07, cosine) on the 10,000 test images with those 10,000 training
-images as the bank. kNN is measured at fixed minutes of training time inside one run (the clock
+images as the bank; the same kNN with 10,000 other training images (the next 1,000 of each
+class, ``offset=1000``) as queries is the validation score that presets are chosen by (the test
+score is reported beside it, never used to choose). kNN is measured at fixed minutes of training time inside one run (the clock
 stops while evaluating) and at the end; also the baselines: raw pixels (with and without
 centring) and the untrained encoder.
 
@@ -37,13 +39,21 @@ from cl_toolkit.pipeline import pretrain  # noqa: E402
 from cl_toolkit.runtime import environment  # noqa: E402
 
 TRAIN = "fashion-mnist:train?per_class=1000&seed=0"
+VAL = "fashion-mnist:train?per_class=1000&seed=0&offset=1000"   # disjoint from TRAIN
 TEST = "fashion-mnist:test"
 
 
-def knn(bank, bank_labels, query, query_labels) -> dict:
+def knn(bank, bank_labels, query, query_labels, prefix: str = "") -> dict:
     plain = knn_accuracy(bank, bank_labels, query, query_labels)
     centred = knn_accuracy(bank, bank_labels, query, query_labels, center=True)
-    return {"knn_top1": plain["knn_top1"], "knn_top1_centred": centred["knn_top1"]}
+    return {f"{prefix}knn_top1": plain["knn_top1"], f"{prefix}knn_top1_centred": centred["knn_top1"]}
+
+
+def scores(embed_fn, train, val, test) -> dict:
+    """Validation and test kNN of the features ``embed_fn`` gives, with the training images as bank."""
+    bank = embed_fn(train)
+    return {**knn(bank, train.labels, embed_fn(val), val.labels, "val_"),
+            **knn(bank, train.labels, embed_fn(test), test.labels)}
 
 
 def main() -> None:
@@ -60,14 +70,13 @@ def main() -> None:
     args = ap.parse_args()
 
     overrides = settings_from(args.set)
-    train, test = load_images(TRAIN), None
-    test = load_images(TEST, classes=train.classes)
-    result: dict = {"protocol": {"train": TRAIN, "test": TEST, "k": 20, "temperature": 0.07},
+    train = load_images(TRAIN)
+    val, test = load_images(VAL, classes=train.classes), load_images(TEST, classes=train.classes)
+    result: dict = {"protocol": {"train": TRAIN, "val": VAL, "test": TEST, "k": 20, "temperature": 0.07},
                     "method": args.method, "tag": args.tag, "overrides": overrides}
 
     if args.baselines:
-        flat = lambda d: d.images.flatten(1).float()  # noqa: E731
-        result["raw_pixels"] = knn(flat(train), train.labels, flat(test), test.labels)
+        result["raw_pixels"] = scores(lambda d: d.images.flatten(1).float(), train, val, test)
 
     marks = [float(m) for m in args.marks.split(",") if m]
     curve: list[dict] = []
@@ -75,18 +84,16 @@ def main() -> None:
 
     def monitor(model, state) -> dict:
         t0 = time.perf_counter()
-        bank = embed_images(model.encoder, train.images, normalize=False)
-        query = embed_images(model.encoder, test.images, normalize=False)
         target = {}
         if hasattr(model, "target_encoder"):  # the EMA (momentum) encoder of BYOL / MoCo
-            tb = embed_images(model.target_encoder, train.images, normalize=False)
-            tq = embed_images(model.target_encoder, test.images, normalize=False)
-            target = {f"target_{k}": v for k, v in knn(tb, train.labels, tq, test.labels).items()}
+            res = scores(lambda d: embed_images(model.target_encoder, d.images, normalize=False), train, val, test)
+            target = {f"target_{k}": v for k, v in res.items()}
         wall = (t0 - clock["start"] - clock["eval"]) / 60
         row = {"minutes": round(state.elapsed / 60, 2), "wall_minutes": round(wall, 2), "step": state.step,
                "epoch": state.epoch,
                "images_per_s": round(state.images / max(state.elapsed, 1e-9), 1),
-               **knn(bank, train.labels, query, test.labels), **target,
+               **scores(lambda d: embed_images(model.encoder, d.images, normalize=False), train, val, test),
+               **target,
                "eval_seconds": round(time.perf_counter() - t0, 1)}
         clock["eval"] += time.perf_counter() - t0
         curve.append(row)
@@ -102,9 +109,8 @@ def main() -> None:
 
             torch.manual_seed(cfg.seed)
             enc = create_encoder(cfg.encoder or "convnet-small", 1, 28, **cfg.encoder_args)
-            bank = embed_images(enc, train.images, normalize=False)
-            query = embed_images(enc, test.images, normalize=False)
-            result["untrained_encoder"] = knn(bank, train.labels, query, test.labels)
+            result["untrained_encoder"] = scores(lambda d: embed_images(enc, d.images, normalize=False),
+                                                 train, val, test)
             print(json.dumps({k: result[k] for k in ("raw_pixels", "untrained_encoder")}), file=sys.stderr)
         clock["start"] = time.perf_counter()
         summary = pretrain(cfg, data=train, quiet=True, force=bool(args.run_dir), monitor=monitor,

@@ -91,3 +91,18 @@ def test_cli_unknown_dataset_and_missing_folder(tmp_path, cli):
     assert r.returncode == 2 and "nope: no such file or folder" in r.stderr
     r = cli("pretrain", "--data", "fashion-mnist:valid", "--out", tmp_path / "run")
     assert r.returncode == 2 and "unknown data set" in r.stderr
+
+
+def test_fashion_mnist_offset_is_a_disjoint_validation_split():
+    from cl_toolkit.io import read_builtin
+
+    train = read_builtin("fashion-mnist:train?per_class=30&seed=0")
+    val = read_builtin("fashion-mnist:train?per_class=30&seed=0&offset=30")
+    more = read_builtin("fashion-mnist:train?per_class=60&seed=0")
+    ids = lambda s: {r["id"] for r in s.records}  # noqa: E731
+    assert len(ids(train)) == len(ids(val)) == 300 and not ids(train) & ids(val)
+    assert ids(train) | ids(val) == ids(more)                  # the next 30 of each class's shuffled order
+    assert sorted(r["label"] for r in val.records) == sorted(r["label"] for r in train.records)
+    for bad in ("fashion-mnist:train?offset=5", "fashion-mnist:train?per_class=5&offset=-1"):
+        with pytest.raises(InputError):
+            read_builtin(bad)

@@ -114,7 +114,9 @@ def _fashion_mnist(split: str):
 
 def read_builtin(spec: str) -> ImageSource:
     """``fashion-mnist:train`` / ``fashion-mnist:test``, optionally ``?per_class=N&seed=S``
-    (a class-balanced random subset, fixed by seed, default 0) or ``?limit=N`` (first N)."""
+    (a class-balanced random subset, fixed by seed, default 0; ``&offset=K`` skips the first K
+    of each class's shuffled order, so ``per_class=1000&offset=1000`` is disjoint from
+    ``per_class=1000``: a validation split) or ``?limit=N`` (first N)."""
     base, _, query = spec.partition("?")
     name, _, split = base.partition(":")
     if name != "fashion-mnist" or split not in ("train", "test"):
@@ -124,15 +126,20 @@ def read_builtin(spec: str) -> ImageSource:
         opts = {k: int(v[-1]) for k, v in parse_qs(query, strict_parsing=bool(query)).items()}
     except ValueError:
         raise InputError("options must look like ?per_class=1000&seed=0 or ?limit=500", spec) from None
-    unknown = set(opts) - {"per_class", "seed", "limit"}
+    unknown = set(opts) - {"per_class", "seed", "offset", "limit"}
     if unknown:
-        raise InputError(f"unknown option(s) {sorted(unknown)}; use per_class, seed or limit", spec)
+        raise InputError(f"unknown option(s) {sorted(unknown)}; use per_class, seed, offset or limit", spec)
+    if {"seed", "offset"} & set(opts) and "per_class" not in opts:
+        raise InputError("seed and offset apply to per_class subsets: add ?per_class=N", spec)
+    if any(v < 0 for v in opts.values()):
+        raise InputError("options must be non-negative integers", spec)
     ds = _fashion_mnist(split)
     images, labels = ds.data.numpy(), ds.targets.numpy()
     idx = list(range(len(labels)))
     if "per_class" in opts:
         rng = np.random.default_rng(opts.get("seed", 0))
-        chosen = [np.sort(rng.permutation(np.flatnonzero(labels == c))[: opts["per_class"]]) for c in range(10)]
+        lo = opts.get("offset", 0)
+        chosen = [np.sort(rng.permutation(np.flatnonzero(labels == c))[lo: lo + opts["per_class"]]) for c in range(10)]
         idx = sorted(np.concatenate(chosen).tolist())
     if "limit" in opts:
         idx = idx[: opts["limit"]]
