@@ -11,6 +11,11 @@ x tokens x width, whatever the texts say).
     python benchmarks/memory.py [--baseline fdd1441] [--posts 5000,26830,58690] [--before-posts 5000,26830]
 
 Writes benchmarks/results/memory.json.
+
+``--part quality`` checks that bounding the memory left the tags as good as they were: the same
+CD-TOM training (the default preset on the debtags training split, ``--epochs E``) with this
+checkout and with the baseline commit, both runs scored by this checkout on the validation and
+test posts (hit@1, hit@3, recall@3, MRR). Writes benchmarks/results/memory_quality.json.
 """
 
 from __future__ import annotations
@@ -52,13 +57,37 @@ def peak_rss(tree: Path, args: list[str]) -> dict:
     return {"peak_rss_mb": round(int(kb) / 1024, 1), "seconds": float(secs), "summary": json.loads(r.stdout)}
 
 
+def quality(args, tmp: Path, base: Path) -> dict:
+    from cl_toolkit.tag import load_tagger, tag_metrics, tag_posts
+
+    out = {}
+    for version, tree in (("after", ROOT), ("before", base)):
+        run = tmp / f"q_{version}"
+        res = peak_rss(tree, ["pretrain", "--method", "cdtom", "--data", str(DEBTAGS / "train.jsonl"), "--out",
+                              str(run), "--epochs", str(args.epochs), "--quiet", "--force", "--threads", "1",
+                              "--tags", str(DEBTAGS / "tags.txt")])
+        tagger = load_tagger(str(run))
+        for split in ("valid", "test"):
+            posts = [json.loads(x) for x in (DEBTAGS / f"{split}.jsonl").read_text().splitlines()]
+            res[split] = tag_metrics(list(tag_posts(tagger, posts, top_k=10)), posts)
+        out[version] = res
+        print(json.dumps({version: {k: res[k] for k in ("peak_rss_mb", "valid", "test")}}), flush=True)
+    out["hit@1_difference"] = {s: round(out["after"][s]["hit@1"] - out["before"][s]["hit@1"], 4)
+                               for s in ("valid", "test")}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--baseline", default="fdd1441")
     ap.add_argument("--posts", default="5000,26830,58690")
     ap.add_argument("--before-posts", default="5000,26830", help="sizes also run with the baseline commit")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "memory.json"))
+    ap.add_argument("--part", choices=["rss", "quality"], default="rss")
+    ap.add_argument("--epochs", type=float, default=2, help="--part quality: training epochs of both runs")
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    name = "memory.json" if args.part == "rss" else "memory_quality.json"
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / name)
     if not (DEBTAGS / "train.jsonl").is_file():
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "debtags.py"), "--out", str(DEBTAGS)], check=True)
     rows = []
@@ -68,6 +97,11 @@ def main() -> None:
         subprocess.run(["git", "worktree", "add", "--detach", str(base), args.baseline], cwd=ROOT, check=True,
                        capture_output=True)
         try:
+            if args.part == "quality":
+                Path(args.out).write_text(json.dumps({"benchmark": "memory_quality", "baseline_commit": args.baseline,
+                                                      "epochs": args.epochs, **quality(args, tmp, base),
+                                                      "env": environment()}, indent=2) + "\n")
+                return
             for n in map(int, args.posts.split(",")):
                 data = posts_file(n, tmp)
                 versions = [("after", ROOT)] + ([("before", base)] if str(n) in args.before_posts.split(",") else [])

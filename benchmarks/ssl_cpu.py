@@ -4,7 +4,8 @@ Protocol (issue 3): pretrain on 10,000 unlabelled training images (1,000 per cla
 then weighted kNN (k=20, t=0.07, cosine) on the 10,000 test images with those 10,000 training
 images as the bank; the same kNN with 10,000 other training images (the next 1,000 of each
 class, ``offset=1000``) as queries is the validation score that presets are chosen by (the test
-score is reported beside it, never used to choose). kNN is measured at fixed minutes of training time inside one run (the clock
+score is reported beside it, never used to choose). kNN is measured at fixed minutes of training
+time inside one run (the clock
 stops while evaluating) and at the end; also the baselines: raw pixels (with and without
 centring) and the untrained encoder.
 
