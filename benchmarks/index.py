@@ -37,6 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cl_toolkit import index as ix  # noqa: E402
+from cl_toolkit.runtime import environment  # noqa: E402
 
 K = 10
 
@@ -151,9 +152,9 @@ def main() -> None:
         out = [("hnsw32_ef64", "HNSW32", {"efSearch": 64})] if hnsw else []
         return out + [(f"ivf{nlist}_pq{m}_np16", f"IVF{nlist},PQ{m}", {"nprobe": 16})]
 
-    results = {"benchmark": "index", "machine": {"cpu": platform.processor() or platform.machine(),
-                                                 "threads": faiss.omp_get_max_threads(),
-                                                 "faiss": faiss.__version__, "python": platform.python_version()},
+    results = {"benchmark": "index", "env": environment(),
+               "machine": {"cpu": platform.processor() or platform.machine(), "threads": faiss.omp_get_max_threads(),
+                           "faiss": faiss.__version__, "python": platform.python_version()},
                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "args": vars(args),
                "data": "Gaussian mixture, 100 components (centres N(0, I)), each a rank-24 Gaussian with a random "
                        "basis plus N(0, 0.2^2 I) noise, L2-normalised; queries: fresh points of the same mixture",

@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from cl_toolkit import index as ix  # noqa: E402
 from cl_toolkit.io import available_cpus, write_embeddings  # noqa: E402
+from cl_toolkit.runtime import environment  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench_index", Path(__file__).with_name("index.py"))
 bench_index = importlib.util.module_from_spec(_spec)
@@ -105,7 +106,8 @@ def main() -> None:
     factory = args.factory or ix.choose_ivf_factory(args.n, args.dim)
     nprobes = [int(v) for v in args.nprobe.split(",") if v]
 
-    results = {"benchmark": "index_shards", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "args": vars(args),
+    results = {"benchmark": "index_shards", "env": environment(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "args": vars(args),
                "factory": factory,
                "machine": {"cpu": platform.processor() or platform.machine(), "cores": available_cpus(),
                            "omp_threads": faiss.omp_get_max_threads(), "faiss": faiss.__version__,

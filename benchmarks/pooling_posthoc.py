@@ -32,6 +32,7 @@ from cl_toolkit.data import load_images  # noqa: E402
 from cl_toolkit.embed import embed_images  # noqa: E402
 from cl_toolkit.encoders import create_encoder, load_encoder  # noqa: E402
 from cl_toolkit.eval import knn_accuracy  # noqa: E402
+from cl_toolkit.runtime import environment  # noqa: E402
 
 TRAIN = "fashion-mnist:train?per_class=1000&seed=0"
 TEST = "fashion-mnist:test"
@@ -73,7 +74,7 @@ def main() -> None:
     if args.untrained:
         torch.manual_seed(0)
         encoders["untrained"] = create_encoder("convnet-small", 1, 28, pool=2, pool_type="avg").eval()
-    result: dict = {"protocol": {"train": TRAIN, "test": TEST, "k": 20, "temperature": 0.07}}
+    result: dict = {"protocol": {"train": TRAIN, "test": TEST, "k": 20, "temperature": 0.07}, "env": environment()}
     for name, enc in encoders.items():
         bank, query = variants(last_map(enc, train.images)), variants(last_map(enc, test.images))
         row = {}
