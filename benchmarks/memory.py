@@ -3,10 +3,11 @@ lower-layer states (the default preset: 2 trainable layers, so every post's toke
 cached), CLIP's cached caption features and SimCSE, for this checkout and a baseline commit.
 
 Each row is one ``cltk pretrain`` process, measured by GNU time (maximum resident set size),
-that caches everything and then trains a few steps (``--epochs`` small): the cache is built
-before the first step, so the peak is reached whatever the number of steps. Post sets larger
-than the debtags training split are the split repeated with new ids (the cache grows with posts
-x tokens x width, whatever the texts say).
+that caches everything and then trains ``--steps`` steps (40 by default): the peak comes during
+training, not at the end of caching, since every step allocates and frees its own activations
+(a first version of this script ran one step and missed that; see docs/benchmarks.md, "Memory").
+Post sets larger than the debtags training split are the split repeated with new ids (the cache
+grows with posts x tokens x width, whatever the texts say).
 
     python benchmarks/memory.py [--baseline fdd1441] [--posts 5000,26830,58690] [--before-posts 5000,26830]
 
@@ -31,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cl_toolkit.config import resolve_config  # noqa: E402
 from cl_toolkit.runtime import environment  # noqa: E402
 
 DEBTAGS = ROOT / "benchmarks" / "data" / "debtags"
@@ -77,12 +79,19 @@ def quality(args, tmp: Path, base: Path) -> dict:
     return out
 
 
+def epochs_for(method: str, records: int, steps: int) -> str:
+    """The ``--epochs`` that make about ``steps`` training steps of ``method``'s preset batch."""
+    batch = resolve_config({"method": method, "data": "-", "out": "-"}).batch_size
+    return str(round(steps * batch / records, 4))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--baseline", default="fdd1441")
     ap.add_argument("--posts", default="5000,26830,58690")
     ap.add_argument("--before-posts", default="5000,26830", help="sizes also run with the baseline commit")
     ap.add_argument("--part", choices=["rss", "quality"], default="rss")
+    ap.add_argument("--steps", type=int, default=40, help="--part rss: training steps of each row")
     ap.add_argument("--epochs", type=float, default=2, help="--part quality: training epochs of both runs")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -107,25 +116,28 @@ def main() -> None:
                 versions = [("after", ROOT)] + ([("before", base)] if str(n) in args.before_posts.split(",") else [])
                 for version, tree in versions:
                     res = peak_rss(tree, ["pretrain", "--method", "cdtom", "--data", str(data), "--out",
-                                          str(tmp / f"run_{version}_{n}"), "--epochs", "0.01", "--quiet", "--force",
+                                          str(tmp / f"run_{version}_{n}"), "--epochs",
+                                          epochs_for("cdtom", n, args.steps), "--quiet", "--force",
                                           "--tags", str(DEBTAGS / "tags.txt")])
                     rows.append({"method": "cdtom", "records": n, "version": version, **res})
                     print(json.dumps(rows[-1]), flush=True)
             if (PAIRS / "train.jsonl").is_file():
                 res = peak_rss(ROOT, ["pretrain", "--method", "clip", "--data", str(PAIRS / "train.jsonl"), "--out",
-                                      str(tmp / "clip"), "--epochs", "0.05", "--quiet", "--force"])
+                                      str(tmp / "clip"), "--epochs", epochs_for("clip", 10000, args.steps),
+                                      "--quiet", "--force"])
                 rows.append({"method": "clip", "records": 10000, "version": "after", **res})
                 print(json.dumps(rows[-1]), flush=True)
             texts = tmp / "texts.jsonl"
             posts = [json.loads(x) for x in (DEBTAGS / "train.jsonl").read_text().splitlines()]
             texts.write_text("".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in posts))
             res = peak_rss(ROOT, ["pretrain", "--method", "simcse", "--data", str(texts), "--out", str(tmp / "simcse"),
-                                  "--epochs", "0.01", "--quiet", "--force"])
+                                  "--epochs", epochs_for("simcse", len(posts), args.steps), "--quiet", "--force"])
             rows.append({"method": "simcse", "records": len(posts), "version": "after", **res})
             print(json.dumps(rows[-1]), flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, capture_output=True)
-    Path(args.out).write_text(json.dumps({"benchmark": "memory", "baseline_commit": args.baseline, "rows": rows,
+    Path(args.out).write_text(json.dumps({"benchmark": "memory", "baseline_commit": args.baseline,
+                                          "steps": args.steps, "rows": rows,
                                           "loadavg": os.getloadavg(), "env": environment()}, indent=2) + "\n")
 
 

@@ -4,6 +4,7 @@ embed, eval and the CLI, so that a command that does not train never imports the
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import platform
@@ -78,6 +79,27 @@ def use_threads(threads: int | None = None) -> int:
     n = threads or auto_threads()
     torch.set_num_threads(n)
     return n
+
+
+# ---------------------------------------------------------------- memory
+
+_LIBC: Any = None
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free memory back to the OS (glibc's ``malloc_trim``; a no-op where
+    there is none). Training steps whose tensors change shape every time (text batches padded to
+    their own length) free memory that glibc keeps for reuse but rarely can reuse, so resident
+    memory grew by gigabytes over a CD-TOM run; the trainer calls this about once a second
+    (docs/benchmarks.md, "Memory")."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC(0)
 
 
 # ---------------------------------------------------------------- seeds and RNG states

@@ -45,6 +45,7 @@ from .runtime import (
     ProgressBar,
     autocast_dtype,
     environment,
+    release_free_memory,
     resolve_device,
     resolve_precision,
     rng_state,
@@ -65,6 +66,7 @@ class TrainState:
 
 Monitor = Callable[[nn.Module, TrainState], dict]
 SHARE_SECONDS = 3.0       # how often automatic threads re-count the cores other processes leave free
+TRIM_SECONDS = 1.0        # how often the C heap's free memory goes back to the OS (runtime.release_free_memory)
 
 
 class Trainer:
@@ -109,7 +111,7 @@ class Trainer:
         # OMP_NUM_THREADS): a pinned count gives the same floating-point results on every run
         self.share = CpuShare(cores) if device.type == "cpu" and not (cfg.threads or os.environ.get(
             "OMP_NUM_THREADS")) else None
-        self._next_share = time.monotonic() + SHARE_SECONDS
+        self._next_share = self._next_trim = time.monotonic() + SHARE_SECONDS
         seed_everything(cfg.seed)
         entry = get_method(cfg.method)
         task = entry.cls.task(cfg, entry.cls, device, self.data)
@@ -323,6 +325,9 @@ class Trainer:
                 t_mark = now
                 if self.share is not None and time.monotonic() >= self._next_share:
                     self._follow_free_cores()
+                if time.monotonic() >= self._next_trim:
+                    release_free_memory()
+                    self._next_trim = time.monotonic() + TRIM_SECONDS
                 if self._monitor_due():  # evaluation time is not training time
                     self.run_monitor()
                     dist.barrier()
