@@ -379,6 +379,7 @@ OPTIONS = {
     ("mine", "--seed"): (["--seed", "4"], lambda r, o: r.calls["mine"]["seed"] == 4),
     ("mine", "--batch-size"): (["--batch-size", "7"], lambda r, o: r.calls["mine"]["batch_size"] == 7),
     ("mine", "--device"): (["--device", "cpu"], lambda r, o: r.calls["mine"]["device"] == "cpu"),
+    ("mine", "--threads"): (["--threads", "1"], lambda r, o: r.calls["use_threads"]["threads"] == 1),
     ("mine", "--force"): (["--force"], lambda r, o: r.calls["write_mined"]["force"] is True),
     ("mine", "--quiet"): (["--quiet"], lambda r, o: r.bars == [True]),
     ("methods", "--json"): (["--json"], lambda r, o: {m["name"] for m in json.loads(o)} >= {"byol", "simclr"}),

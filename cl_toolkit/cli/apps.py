@@ -79,6 +79,8 @@ def mine(
     seed: Annotated[int, typer.Option(min=0, help="Seed for --sampling random.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Records per forward pass.")] = 256,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: the cores other processes "
+                                                   "leave free).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -95,7 +97,7 @@ def mine(
     from ..io import check_output, check_range
     from ..mine import mine as run_mine
     from ..mine import read_records, write_mined
-    from ..runtime import ProgressBar, resolve_device
+    from ..runtime import ProgressBar, resolve_device, use_threads
 
     for option, value in (("--margin", margin), ("--max-score", max_score)):
         if value is not None:
@@ -103,6 +105,7 @@ def mine(
     check_output(out, force)
     dev = str(resolve_device(device))
     recs, kind = read_records(records)
+    use_threads(threads)
     with ProgressBar("mine", len(recs), quiet) as bar:
         mined, summary = run_mine(recs, kind, "<stdin>" if records == "-" else records, model, index, tags, num,
                                   range_min, range_max, None if no_margin else margin, max_score, sampling, seed,
