@@ -103,3 +103,34 @@ class ViewGenerator(nn.Module):
 
     def describe(self) -> list[dict]:
         return [asdict(s) for s in self.specs]
+
+
+# ---------------------------------------------------------------- text views
+
+def word_repetition(input_ids: Tensor, attention_mask: Tensor, rate: float,
+                    generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """ESimCSE's positive view (Wu et al. 2022, arXiv:2109.04380): each sentence with some of its
+    tokens written twice, so that a positive pair no longer always has equal lengths (unsupervised
+    SimCSE's two dropout views do, and the model learns length as a cue). As the authors' code,
+    on sub-word tokens: a sentence of L real tokens (its first and last are [CLS] / [SEP], never
+    repeated) repeats k tokens at distinct random positions, k uniform in
+    [0, max(2, int(rate * L))] (at most L - 2).
+
+    input_ids, attention_mask: [B, T] (right padding, 0 = pad); returns the new ids and mask,
+    padded to the longest repeated sentence."""
+    rows = []
+    for ids, m in zip(input_ids, attention_mask):
+        n = int(m.sum())
+        inner = max(0, n - 2)
+        k = min(inner, int(torch.randint(0, max(2, int(rate * n)) + 1, (1,), generator=generator)))
+        counts = torch.ones(n, dtype=torch.long)
+        if k:
+            counts[1 + torch.randperm(inner, generator=generator)[:k]] = 2
+        rows.append(ids[:n].repeat_interleave(counts))
+    longest = max(len(r) for r in rows)
+    out = input_ids.new_zeros(len(rows), longest)
+    mask = attention_mask.new_zeros(len(rows), longest)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return out, mask

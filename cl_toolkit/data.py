@@ -153,11 +153,19 @@ def load_texts(spec: str, fields: tuple[str, ...] = ("text",), optional: tuple[s
 
 
 def load_posts(spec: str, need_tags: bool = True) -> list[dict]:
-    """Post records ``{"id", "text", "tags": [...]}``: ``tags`` a list of non-empty strings
-    (stripped; duplicates dropped, order kept). Without ``need_tags``, tags are optional."""
+    """Post records ``{"id", "text", "tags": [...][, "negative": [...]]}``: ``tags`` a list of
+    non-empty strings (stripped; duplicates dropped, order kept); ``negative`` optional hard-negative
+    tags, a list of strings too. Without ``need_tags``, tags are optional."""
     recs = load_texts(spec, ("text",))
-    name = "<stdin>" if spec == "-" else spec
+    return check_posts(recs, "<stdin>" if spec == "-" else spec, need_tags)
+
+
+def check_posts(recs: list[dict], name: str, need_tags: bool = True) -> list[dict]:
+    """``load_posts``'s rules on records already read from ``name`` (tags normalised in place)."""
     for r in recs:
+        neg = r.get("negative")
+        if neg is not None and not (isinstance(neg, list) and all(isinstance(t, str) and t.strip() for t in neg)):
+            raise InputError("must be a list of tag strings (hard-negative tags)", name, r["_line"], "negative")
         if "tags" not in r or r["tags"] is None:
             if need_tags:
                 raise InputError("missing (a list of tag strings is needed)", name, r["_line"], "tags")
@@ -199,12 +207,20 @@ def records_hash(records: list[dict], fields: tuple[str, ...]) -> str:
 
 
 def load_pairs(spec: str, channels: int | None = None, size: int | None = None) -> tuple[ImageData, list[str]]:
-    """Image-text pairs ``{"id", "text", "image"}`` (JSONL): the decoded images and their texts.
-    A missing or unreadable image, or a missing or empty text, is refused by file and line."""
+    """Image-text pairs ``{"id", "text", "image"[, "negative"]}`` (JSONL): the decoded images and
+    their texts (a ``negative`` is a hard-negative caption of the image, on every record or on
+    none). A missing or unreadable image, or a missing or empty text, is refused by file and line."""
     src = read_image_jsonl(spec)
     name = "<stdin>" if spec == "-" else spec
     for r in src.records:
         check_text(r, "text", name)
+    given = [r.get("negative") is not None for r in src.records]
+    if any(given):
+        r = src.records[given.index(False)] if not all(given) else None
+        if r is not None:
+            raise InputError("missing (give 'negative' on every record or on none)", name, r.get("_line"), "negative")
+        for r in src.records:
+            check_text(r, "negative", name)
     c0, s0 = probe_image(src)
     channels, size = channels or c0, size or s0
     images = decode(src, channels, size)

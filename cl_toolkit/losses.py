@@ -10,6 +10,7 @@ precision a bf16 product does not have.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -34,7 +35,7 @@ def fp32(fn: _F) -> _F:
 
 @fp32
 def info_nce(q: Tensor, k: Tensor, temperature: float = 0.1, mask: Tensor | None = None,
-             offset: int = 0) -> Tensor:
+             offset: int = 0, tau_plus: float = 0.0, beta: float = 0.0) -> Tensor:
     """InfoNCE (Oord et al. 2018), one direction: q -> k.
 
     q: [N, D], k: [M, D] with M >= N, L2-normalised; row ``offset + i`` of k is the positive of
@@ -45,6 +46,9 @@ def info_nce(q: Tensor, k: Tensor, temperature: float = 0.1, mask: Tensor | None
     negative; it is removed from the denominator. With logits s_ij = q_i . k_j / t:
 
         L = mean_i [ -s_i,p(i) + log sum_{j : j == p(i) or not mask_ij} exp(s_ij) ],  p(i) = offset + i
+
+    ``tau_plus`` > 0 (DCL) or ``beta`` > 0 (HCL) replace the sum over negatives by its debiased /
+    hardness-weighted estimate (``debiased_cross_entropy``); both 0 is the formula above.
     """
     logits = q.float() @ k.float().T / temperature
     target = torch.arange(len(q), device=q.device) + offset
@@ -52,12 +56,74 @@ def info_nce(q: Tensor, k: Tensor, temperature: float = 0.1, mask: Tensor | None
         mask = mask.clone()
         mask[torch.arange(len(q), device=q.device), target] = False
         logits = logits.masked_fill(mask, float("-inf"))
-    return F.cross_entropy(logits, target)
+    return _cross_entropy(logits, target, -1 / temperature, tau_plus, beta)
+
+
+def _cross_entropy(logits: Tensor, target: Tensor, min_logit: float | Tensor, tau_plus: float,
+                   beta: float) -> Tensor:
+    """Plain cross-entropy at the neutral settings (the exact code path of before), else DCL / HCL."""
+    if tau_plus == 0 and beta == 0:
+        return F.cross_entropy(logits, target)
+    return debiased_cross_entropy(logits, target, min_logit, tau_plus, beta)
+
+
+def _log_negatives(neg: Tensor, pos: Tensor, min_logit: float | Tensor, tau_plus: float, beta: float) -> Tensor:
+    """log Ng of ``debiased_cross_entropy`` per row: ``neg`` [R, M] logits of the row's negatives
+    (-inf elsewhere), ``pos`` [R] the positive's logit."""
+    count = torch.isfinite(neg).sum(1).float()
+    none = count == 0
+    log_count = count.clamp_min(1).log()
+    if beta:
+        log_r = log_count + torch.logsumexp((1 + beta) * neg, 1) - torch.logsumexp(beta * neg, 1)
+    else:
+        log_r = torch.logsumexp(neg, 1)
+    log_r = log_r.masked_fill(none, float("-inf"))
+    if tau_plus:
+        c = torch.maximum(log_r.masked_fill(none, 0.0), pos)
+        a = torch.exp(log_r - c) - tau_plus * count * torch.exp(pos - c)
+        log_ng = torch.where(a > 0, c + a.clamp_min(1e-38).log() - math.log(1 - tau_plus),
+                             torch.full_like(a, float("-inf")))
+    else:
+        log_ng = log_r
+    floor = (log_count + min_logit).masked_fill(none, float("-inf"))
+    return torch.maximum(log_ng, floor)
+
+
+@fp32
+def debiased_cross_entropy(logits: Tensor, target: Tensor, min_logit: float | Tensor, tau_plus: float = 0.0,
+                           beta: float = 0.0) -> Tensor:
+    """The contrastive cross-entropy with the negatives' term debiased (DCL: Chuang et al. 2020,
+    arXiv:2007.00224) and reweighted toward hard negatives (HCL: Robinson et al. 2021,
+    arXiv:2010.04592), as in HCL's reference code.
+
+    logits: [R, M] (s_ij / t, -inf where a pair is not a candidate), target: [R] the column of
+    each row's positive; every other finite entry of a row is one of its N negatives.
+    ``tau_plus`` in [0, 1): the prior probability that a "negative" shares the anchor's class (a
+    false negative); ``beta`` >= 0: the concentration of the hardness weights; ``min_logit``: the
+    smallest logit a negative can have (-1/t for cosines), which floors the estimate. With
+    l+ = logits[i, target_i], l_j the negatives and w = softmax_j(beta * l_j):
+
+        R  = N * sum_j w_j exp(l_j)                            (= sum_j exp(l_j) when beta = 0)
+        Ng = max( (R - N * tau_plus * exp(l+)) / (1 - tau_plus),  N * exp(min_logit) )
+        L  = mean_i [ -l+ + log(exp(l+) + Ng) ]
+
+    At tau_plus = 0 and beta = 0 this is the plain cross-entropy (every cosine is >= -1, so the
+    floor never binds); beta = 0 alone is DCL, tau_plus = 0 alone HCL's reweighting without the
+    debiasing.
+    """
+    logits = logits.float()
+    rows = torch.arange(len(logits), device=logits.device)
+    pos = logits[rows, target]
+    neg = logits.clone()
+    neg[rows, target] = float("-inf")
+    log_ng = _log_negatives(neg, pos, min_logit, tau_plus, beta)
+    return (torch.logaddexp(pos, log_ng) - pos).mean()
 
 
 @fp32
 def clip_loss(image: Tensor, text: Tensor, logit_scale: Tensor | float, mask: Tensor | None = None,
-              keys: tuple[Tensor, Tensor] | None = None, offset: int = 0) -> Tensor:
+              keys: tuple[Tensor, Tensor] | None = None, offset: int = 0, tau_plus: float = 0.0,
+              beta: float = 0.0) -> Tensor:
     """CLIP's symmetric InfoNCE (Radford et al. 2021): image i and text i are a pair, every
     other text / image of the batch a negative, both directions averaged; the temperature is
     1 / ``logit_scale`` (learnable in the method). ``mask`` [N, M] True where (i, j) are also a
@@ -66,17 +132,60 @@ def clip_loss(image: Tensor, text: Tensor, logit_scale: Tensor | float, mask: Te
     ``offset..offset+N`` are this rank's (``info_nce``).
 
         L = ( CE(s, I) + CE(s^T, I) ) / 2,   s_ij = logit_scale * image_i . text_j
+
+    ``tau_plus`` / ``beta``: DCL / HCL in both directions (``info_nce``).
     """
     t = 1 / logit_scale
     if keys is None:
-        return (info_nce(image, text, t, mask) + info_nce(text, image, t, None if mask is None else mask.T)) / 2
+        return (info_nce(image, text, t, mask, 0, tau_plus, beta)
+                + info_nce(text, image, t, None if mask is None else mask.T, 0, tau_plus, beta)) / 2
     all_images, all_texts = keys
-    return (info_nce(image, all_texts, t, mask, offset) + info_nce(text, all_images, t, mask, offset)) / 2
+    return (info_nce(image, all_texts, t, mask, offset, tau_plus, beta)
+            + info_nce(text, all_images, t, mask, offset, tau_plus, beta)) / 2
+
+
+@fp32
+def soft_target_info_nce(q: Tensor, k: Tensor, temperature: Tensor | float, targets: Tensor,
+                         mask: Tensor | None = None) -> Tensor:
+    """InfoNCE against soft targets, one direction (CWCL, Srinivasa et al. 2023, arXiv:2309.14580).
+
+    q: [N, D], k: [M, D] L2-normalised; ``targets`` [N, M] non-negative, each row summing to 1
+    (``cwcl_targets``): how much key j also counts as a positive of query i. ``mask`` [N, M] True
+    where key j is no candidate for query i at all (e.g. an empty queue slot): out of the
+    denominator, and its target must be 0. With s_ij = q_i . k_j / t:
+
+        L = mean_i  - sum_j targets_ij * log softmax_j(s_ij)
+
+    With one-hot targets on the diagonal this is ``info_nce``.
+    """
+    logits = q.float() @ k.float().T / temperature
+    if mask is not None:
+        logits = logits.masked_fill(mask, float("-inf"))
+    logp = F.log_softmax(logits, dim=1)
+    return -torch.where(targets > 0, targets.float() * logp, torch.zeros_like(logp)).sum(1).mean()
+
+
+def cwcl_weights(a: Tensor, b: Tensor, power: float = 1.0) -> Tensor:
+    """CWCL's intra-modal similarity weights (Srinivasa et al. 2023): a [N, F], b [M, F] features
+    of the modality whose encoder is pretrained (here the frozen caption features), L2-normalised.
+
+        w_ij = ((1 + a_i . b_j) / 2) ** power
+
+    The paper's weight is power 1; a larger power sharpens toward "only near-identical
+    captions are positives" (w -> 1 for identical captions, -> 0 for the rest)."""
+    return ((1 + a.float() @ b.float().T) / 2).clamp(0, 1) ** power
+
+
+def cwcl_targets(weights: Tensor) -> Tensor:
+    """Soft targets from similarity weights [N, M] (non-negative, each row with a positive sum):
+    each row divided by its sum. An identity similarity gives one-hot targets (plain InfoNCE)."""
+    w = weights.float()
+    return w / w.sum(1, keepdim=True)
 
 
 @fp32
 def multi_positive_info_nce(q: Tensor, k: Tensor, positives: Tensor, temperature: float = 0.05,
-                            log_prior: Tensor | None = None) -> Tensor:
+                            log_prior: Tensor | None = None, tau_plus: float = 0.0, beta: float = 0.0) -> Tensor:
     """InfoNCE with several positives per query (CD-TOM's post -> hashtag loss).
 
     q: [N, D] queries (posts), k: [M, D] keys (the batch's distinct tags), L2-normalised;
@@ -88,20 +197,27 @@ def multi_positive_info_nce(q: Tensor, k: Tensor, positives: Tensor, temperature
     that appear in many batches are not pushed down just for being sampled often.
 
         L = mean over positive pairs (i, j) of  -s_ij + log( exp(s_ij) + sum_{l : not pos_il} exp(s_il) )
+
+    ``tau_plus`` / ``beta``: each pair's negatives' term debiased / hardness-weighted as in
+    ``debiased_cross_entropy`` (its N = the query's negatives).
     """
     logits = q.float() @ k.float().T / temperature
     if log_prior is not None:
         logits = logits - log_prior.float()
     neg = logits.masked_fill(positives, float("-inf"))
-    neg_lse = torch.logsumexp(neg, dim=1, keepdim=True).expand_as(logits)   # [N, M]
     i, j = positives.nonzero(as_tuple=True)
     s = logits[i, j]
+    if tau_plus or beta:
+        low = -1 / temperature - (0.0 if log_prior is None else log_prior.float().max())
+        return (torch.logaddexp(s, _log_negatives(neg[i], s, low, tau_plus, beta)) - s).mean()
+    neg_lse = torch.logsumexp(neg, dim=1, keepdim=True).expand_as(logits)   # [N, M]
     return (torch.logaddexp(s, neg_lse[i, j]) - s).mean()
 
 
 @fp32
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.1, mask: Tensor | None = None,
-            keys: tuple[Tensor, Tensor] | None = None, offset: int = 0) -> Tensor:
+            keys: tuple[Tensor, Tensor] | None = None, offset: int = 0, tau_plus: float = 0.0,
+            beta: float = 0.0) -> Tensor:
     """NT-Xent, the SimCLR loss (Chen et al. 2020): InfoNCE over the 2N views.
 
     z1, z2: [N, D] L2-normalised views of the same N samples. Each of the 2N rows has its
@@ -113,6 +229,8 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.1, mask: Tensor | Non
     this rank's 2N rows, the negatives are the 2M-2 other rows of the global batch).
 
         L = mean over the 2N rows a of  -s_{a,p(a)} + log sum_{b != a} exp(s_ab),  s = z z^T / t
+
+    ``tau_plus`` / ``beta``: DCL / HCL (``debiased_cross_entropy``; the DCL paper's setting).
     """
     n = len(z1)
     k1, k2 = keys if keys is not None else (z1, z2)
@@ -127,7 +245,7 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.1, mask: Tensor | Non
         drop = same.repeat(2, 2)
     drop[torch.arange(2 * n, device=z1.device), own] = True
     logits = logits.masked_fill(drop, float("-inf"))
-    return F.cross_entropy(logits, torch.cat([rows + m, rows]))
+    return _cross_entropy(logits, torch.cat([rows + m, rows]), -1 / temperature, tau_plus, beta)
 
 
 def byol_loss(p: Tensor, z: Tensor) -> Tensor:
@@ -240,7 +358,7 @@ def swav_loss(scores: list[Tensor], codes: list[Tensor], temperature: float = 0.
 
 @fp32
 def sampled_softmax(q: Tensor, k: Tensor, temperature: float = 0.05, log_q: Tensor | None = None,
-                    ids: Tensor | None = None, offset: int = 0) -> Tensor:
+                    ids: Tensor | None = None, offset: int = 0, tau_plus: float = 0.0, beta: float = 0.0) -> Tensor:
     """In-batch sampled softmax of two-tower retrieval with the logQ correction (Yi et al. 2019,
     "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item Recommendations", RecSys) and
     accidental hits removed.
@@ -253,6 +371,8 @@ def sampled_softmax(q: Tensor, k: Tensor, temperature: float = 0.05, log_q: Tens
     hit, dropped from the denominator (not a negative). With s_ij = q_i . k_j / t - log_q_j:
 
         L = mean_i [ -s_i,p(i) + log sum_{j : j == p(i) or ids_j != ids_p(i)} exp(s_ij) ],  p(i) = offset + i
+
+    ``tau_plus`` / ``beta``: DCL / HCL on the negatives' term (``debiased_cross_entropy``).
     """
     logits = q.float() @ k.float().T / temperature
     if log_q is not None:
@@ -262,7 +382,8 @@ def sampled_softmax(q: Tensor, k: Tensor, temperature: float = 0.05, log_q: Tens
         hit = ids[target][:, None] == ids[None, :]
         hit[torch.arange(len(q), device=q.device), target] = False
         logits = logits.masked_fill(hit, float("-inf"))
-    return F.cross_entropy(logits, target)
+    low = -1 / temperature - (0.0 if log_q is None else log_q.float().max())
+    return _cross_entropy(logits, target, low, tau_plus, beta)
 
 
 @fp32

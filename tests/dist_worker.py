@@ -86,7 +86,7 @@ def cdtom_tags() -> dict:
     ref.backward()
     tab, mine = table.clone().requires_grad_(), posts[r * b:(r + 1) * b].clone().requires_grad_()
     t, pos, pr, ids = keys(range(r * b, (r + 1) * b), tab)
-    t, pos, pr, weight = _global_tags(t, pos, pr, ids)
+    t, pos, pr, weight, _ = _global_tags(t, pos, pr, ids)
     loss = multi_positive_info_nce(mine, t, pos, 0.1, pr) * weight
     loss.backward()
     tab_grad = dist.all_reduce_(tab.grad.clone()) / w        # the shared tag tower: DDP's average
@@ -152,6 +152,54 @@ def every_method(args: dict) -> dict:
     return {"steps": steps}
 
 
+def queues(args: dict) -> dict:
+    """One step of each queue option, each rank on its own 6 records: what every rank's queue holds
+    afterwards (its ids and a checksum of its keys) and how far its own slice is from the keys it
+    computed itself."""
+    from cl_toolkit.methods import get_method
+
+    r = dist.rank()
+    specs = {
+        "clip": {"data": args["pairs"], "encoder": "convnet-tiny",
+                 "method_config": {"text_encoder": args["text_model"], "queue": 32}},
+        "simcse": {"data": args["posts"], "encoder": args["text_model"], "method_config": {"mode": "esimcse",
+                                                                                         "queue": 32}},
+        "cdtom": {"data": args["posts"], "encoder": args["text_model"], "method_config": {"queue": 128}},
+    }
+    out = {}
+    for name, spec in specs.items():
+        cfg = resolve_config({"method": name, "out": f"{args['out']}/{name}", **spec})
+        entry = get_method(name)
+        torch.manual_seed(0)          # the same weights on both ranks
+        out[name] = _one_queue_step(name, entry.cls.task(cfg, entry.cls, torch.device("cpu")), r)
+    return out
+
+
+def _one_queue_step(name: str, task, r: int) -> dict:
+    m = task.model.eval()
+    b = task.batch(torch.arange(r * 6, (r + 1) * 6))
+    m(b, 0.5)
+    m.after_step(0.5)
+    with torch.no_grad():
+        if name == "clip":
+            q, own_ids, own = m.text_queue, b["ids"], m._momentum_keys(b)[1]
+        elif name == "simcse":
+            q, own_ids, own = m.queue, b["ids"], F.normalize(m.momentum_encoder(b["text"]).float(), dim=-1)
+        else:
+            q, own_ids = m.tag_queue, b["tag_ids"]
+            own = F.normalize(m.momentum_tags.from_cache(b["tags"], m.start).float(), dim=-1)
+    valid = q.valid()
+    res = {"ids": q.ids[valid].tolist(), "own_ids": own_ids.tolist(), "keys_sum": float(q.keys[valid].double().sum())}
+    if name == "cdtom":     # each distinct tag once: compare by id
+        pos = {i: j for j, i in enumerate(q.ids.tolist())}
+        res["own_err"] = max(float((q.keys[pos[i]] - k).abs().max()) for i, k in zip(own_ids.tolist(), own))
+    else:
+        res["own_err"] = float((q.keys[r * 6:(r + 1) * 6] - own).abs().max())
+    if name == "clip":
+        res["image_ids"] = m.image_queue.ids[m.image_queue.valid()].tolist()
+    return res
+
+
 def mismatch(args: dict) -> dict:
     try:
         pretrain(resolve_config({**args, "lr": 1e-3 * (1 + dist.rank())}), quiet=True, force=True)
@@ -165,7 +213,8 @@ def main() -> None:
     args = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
     dist.init(torch.device("cpu"))
     torch.set_num_threads(1)
-    cases = {"losses": losses, "train": train, "resume": resume, "mismatch": mismatch, "every_method": every_method}
+    cases = {"losses": losses, "train": train, "resume": resume, "mismatch": mismatch, "every_method": every_method,
+             "queues": queues}
     res = cases[case](*([args] if case != "losses" else []))
     res["world_size"] = dist.world()
     rank = dist.rank()

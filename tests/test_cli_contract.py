@@ -161,6 +161,8 @@ def rec(monkeypatch, files):
     r.stub("cl_toolkit.receval", "evaluate", {"hr@10": 1.0})
     r.stub("cl_toolkit.recommend", "recommend", lambda **kw: iter([{"user": "u", "items": []}]))
     r.stub("cl_toolkit.recommend", "embed_field", (EMB, [{"id": "a"}, {"id": "b"}], {"dim": 4}))
+    r.stub("cl_toolkit.mine", "mine", ([{"id": "a", "negative": []}], {"records": 1}))
+    r.stub("cl_toolkit.mine", "write_mined", None)
     bars = []
     monkeypatch.setattr("cl_toolkit.runtime.ProgressBar.__init__",
                         lambda self, label, total=None, quiet=False, transient=True:
@@ -190,6 +192,7 @@ def _base(files, tmp):
         "split": ["split", REC / "sample.inter", "--out", tmp / "split"],
         "eval rec": ["eval", "rec", "--pred", "{files}/recs.jsonl", "--test", REC / "sample.inter"],
         "recommend": ["recommend", "runs/rec"],
+        "mine": ["mine", SAMPLES / "posts.jsonl", "--model", "minilm-l6", "--out", tmp / "m.jsonl"],
         "methods": ["methods"],
         "encoders": ["encoders"],
     }
@@ -360,6 +363,25 @@ OPTIONS = {
     ("recommend", "--out"): (["--out", "{tmp}/r.jsonl"], lambda r, o: o == ""),
     ("recommend", "--device"): (["--device", "cpu"], lambda r, o: r.calls["recommend"]["device"] == "cpu"),
     ("recommend", "--force"): (["--out", "{tmp}/r.jsonl", "--force"], lambda r, o: o == ""),
+    ("mine", "records"): ([], lambda r, o: len(r.calls["mine"]["records"]) == 120
+                          and r.calls["mine"]["kind"] == "tags"),
+    ("mine", "--model"): ([], lambda r, o: r.calls["mine"]["model"] == "minilm-l6"),
+    ("mine", "--out"): ([], lambda r, o: str(r.calls["write_mined"]["out"]).endswith("m.jsonl")),
+    ("mine", "--index"): (["--index", "i"], lambda r, o: r.calls["mine"]["index"] == "i"),
+    ("mine", "--tags"): (["--tags", "t.txt"], lambda r, o: r.calls["mine"]["tags"] == "t.txt"),
+    ("mine", "--num"): (["--num", "3"], lambda r, o: r.calls["mine"]["num"] == 3),
+    ("mine", "--range-min"): (["--range-min", "2"], lambda r, o: r.calls["mine"]["range_min"] == 2),
+    ("mine", "--range-max"): (["--range-max", "9"], lambda r, o: r.calls["mine"]["range_max"] == 9),
+    ("mine", "--margin"): (["--margin", "0.1"], lambda r, o: r.calls["mine"]["margin"] == 0.1),
+    ("mine", "--no-margin"): (["--no-margin"], lambda r, o: r.calls["mine"]["margin"] is None),
+    ("mine", "--max-score"): (["--max-score", "0.9"], lambda r, o: r.calls["mine"]["max_score"] == 0.9),
+    ("mine", "--sampling"): (["--sampling", "random"], lambda r, o: r.calls["mine"]["sampling"] == "random"),
+    ("mine", "--seed"): (["--seed", "4"], lambda r, o: r.calls["mine"]["seed"] == 4),
+    ("mine", "--batch-size"): (["--batch-size", "7"], lambda r, o: r.calls["mine"]["batch_size"] == 7),
+    ("mine", "--device"): (["--device", "cpu"], lambda r, o: r.calls["mine"]["device"] == "cpu"),
+    ("mine", "--threads"): (["--threads", "1"], lambda r, o: r.calls["use_threads"]["threads"] == 1),
+    ("mine", "--force"): (["--force"], lambda r, o: r.calls["write_mined"]["force"] is True),
+    ("mine", "--quiet"): (["--quiet"], lambda r, o: r.bars == [True]),
     ("methods", "--json"): (["--json"], lambda r, o: {m["name"] for m in json.loads(o)} >= {"byol", "simclr"}),
     ("encoders", "--json"): (["--json"], lambda r, o: "convnet-small" in {e["name"] for e in json.loads(o)}),
 }
@@ -403,7 +425,8 @@ BAD_NUMBERS = {
     "--epochs": "0", "--minutes": "-1", "--batch-size": "0", "--chunk-size": "-1", "--lr": "-0.1",
     "--image-size": "0", "--seed": "-1", "--threads": "0", "--checkpoint-every": "0", "--knn-every": "0",
     "--weight-decay": "-1", "--target-recall": "1.5", "--shards": "0", "--k": "0", "--temperature": "0",
-    "--top-k": "0", "--min-score": "nan", "--sample": "1", "--cold-share": "0.6",
+    "--top-k": "0", "--min-score": "nan", "--sample": "1", "--cold-share": "0.6", "--num": "0", "--range-min": "-1",
+    "--range-max": "0", "--margin": "nan", "--max-score": "inf",
 }
 
 
@@ -439,6 +462,8 @@ def _bad_inputs(files, tmp):
               "tpu"], "--device"),
             (["match", SAMPLES / "images.jsonl", "--model", ENCODER, "--index", files / "idx", "--device", "tpu"],
              "--device"),
+            (["mine", SAMPLES / "posts.jsonl", "--model", "minilm-l6", "--out", tmp / "o", "--device", "tpu"],
+             "--device"),
         ],
         "corrupt model": [
             (["embed", files / "corrupt_encoder", "--input", SAMPLES / "images.jsonl", "--out", tmp / "o"],
@@ -458,6 +483,7 @@ def _bad_inputs(files, tmp):
             (["match", e, "--index", files / "idx", "--out", blocked / "o"], "cannot write here"),
             (["tag", SAMPLES / "posts.jsonl", "--model", "minilm-l6", "--tags", SAMPLES / "tags.txt", "--out",
               blocked / "o"], "cannot write here"),
+            (["mine", SAMPLES / "posts.jsonl", "--model", "minilm-l6", "--out", blocked / "o"], "cannot write here"),
         ],
         "non-finite embeddings": [
             (["eval", "knn", "--bank", files / "nan", "--query", e], "NaN"),

@@ -199,3 +199,20 @@ def test_chunk_size_trains_from_the_cli(cli, samples, tmp_path):
     bad = cli("pretrain", "--method", "byol", "--data", samples / "images.jsonl", "--out", tmp_path / "b",
               "--epochs", "1", "--set", "chunk_size=4", "--quiet")
     assert bad.returncode == 2 and "gradient caching" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_queues_enqueue_every_ranks_keys(samples, tmp_path, tiny_bert):
+    """CLIP's, ESimCSE's and CD-TOM's queues after one step on 2 ranks of 6 records each: both
+    ranks hold the same keys, those of the whole global batch in rank order (CD-TOM: each distinct
+    tag of the global batch once), each rank's slice the keys it computed itself."""
+    res = torchrun("queues", tmp_path, {"pairs": str(samples / "pairs.jsonl"), "posts": str(samples / "posts.jsonl"),
+                                        "text_model": str(tiny_bert), "out": str(tmp_path)})
+    for name in ("clip", "simcse"):
+        a, b = res[0][name], res[1][name]
+        assert a["ids"] == b["ids"] == a["own_ids"] + b["own_ids"], name
+        assert a["keys_sum"] == pytest.approx(b["keys_sum"], abs=1e-9) and a["own_err"] < 1e-5 > b["own_err"], name
+    assert res[0]["clip"]["image_ids"] == res[1]["clip"]["image_ids"] == res[0]["clip"]["ids"]
+    a, b = res[0]["cdtom"], res[1]["cdtom"]
+    assert sorted(a["ids"]) == sorted(b["ids"]) == sorted(set(a["own_ids"]) | set(b["own_ids"]))
+    assert len(a["ids"]) == len(set(a["ids"])) and a["keys_sum"] == pytest.approx(b["keys_sum"], abs=1e-9)
+    assert a["own_err"] < 1e-5 and b["own_err"] < 1e-5

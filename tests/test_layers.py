@@ -28,7 +28,7 @@ LAYERS = [
     ["train"],
     ["embed"],
     ["eval", "receval", "recbaselines"],
-    ["tag", "match", "finetune", "report", "recommend"],     # apps
+    ["tag", "match", "mine", "finetune", "report", "recommend"],     # apps
     ["pipeline"],
     ["cli"],
     ["__main__"],

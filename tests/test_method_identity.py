@@ -191,3 +191,201 @@ def test_simcse_unsupervised_views_are_two_dropout_masks(tiny_bert):
     mask = batch["ids"][:, None] == batch["ids"][None, :]
     assert loss.item() == pytest.approx(info_nce(z1, z2, 0.05, mask).item(), abs=1e-5)
     assert math.isfinite(loss.item()) and loss.item() != pytest.approx(info_nce(z1, z2, 0.05).item(), abs=1e-4)
+
+
+# ---------------------------------------------------------------- negatives and targets (issue 19)
+
+def _clip_task(samples, tmp_path, tiny_bert, data=None, **mc):
+    from cl_toolkit.config import resolve_config
+    from cl_toolkit.tasks.pairs import PairsTask
+
+    cfg = resolve_config({"method": "clip", "data": str(data or samples / "pairs.jsonl"), "out": str(tmp_path / "c"),
+                          "encoder": "convnet-tiny", "method_config": {"text_encoder": str(tiny_bert), **mc}})
+    torch.manual_seed(0)
+    return PairsTask(cfg, get_method("clip").cls, torch.device("cpu"))
+
+
+def _perturb(module, scale=0.05):
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad or p.is_leaf:
+                p.add_(scale * torch.randn_like(p))
+
+
+def test_clip_queue_holds_the_other_modalitys_momentum_keys(samples, tmp_path, tiny_bert):
+    task = _clip_task(samples, tmp_path, tiny_bert, queue=16)
+    m = task.model.eval()
+    assert not any(p.requires_grad for n, p in m.named_parameters() if n.startswith("momentum_"))
+    # the locked text transformer is shared with the momentum tower, only its head is copied
+    shared = m.momentum_text.model.embeddings.word_embeddings.weight
+    assert shared is m.text_encoder.model.embeddings.word_embeddings.weight
+    assert m.momentum_text.head.weight is not m.text_encoder.head.weight
+    _perturb(m.momentum_image)
+    with torch.no_grad():
+        m.momentum_text.head.weight.add_(0.05 * torch.randn_like(m.momentum_text.head.weight))
+    b1, b2 = task.batch(torch.arange(8)), task.batch(torch.arange(8, 16))
+    out = m(b1, 0.5)
+    with torch.no_grad():
+        img, txt = m.represent(b1, 0.5)
+        ki, kt, _ = m._momentum_keys(b1)
+    t = 1 / m.logit_scale.exp()
+    same = b1["ids"][:, None] == b1["ids"][None, :]
+    empty = torch.ones(8, 16, dtype=torch.bool)                # the queue is empty before the first step
+    want = (info_nce(img, torch.cat([kt, m.text_queue.keys]), t, torch.cat([same, empty], 1))
+            + info_nce(txt, torch.cat([ki, m.image_queue.keys]), t, torch.cat([same, empty], 1))) / 2
+    assert out.loss.item() == pytest.approx(want.item(), abs=1e-5)
+    online = (info_nce(img, txt, t, same) + info_nce(txt, img, t, same)) / 2
+    assert out.loss.item() != pytest.approx(online.item(), abs=1e-4)      # the keys are the momentum towers'
+    m.after_step(0.5)
+    # the image queries' queue holds momentum *text* keys, the text queries' momentum *image* keys
+    assert torch.allclose(m.text_queue.keys[:8], kt) and torch.allclose(m.image_queue.keys[:8], ki)
+    assert m.text_queue.ids[:8].tolist() == b1["ids"].tolist() and (m.text_queue.ids[8:] == -1).all()
+    # the next step contrasts with them: a queued key of the query's own caption is masked
+    out2 = m(b2, 0.5)
+    with torch.no_grad():
+        img2, txt2 = m.represent(b2, 0.5)
+        ki2, kt2, _ = m._momentum_keys(b2)
+    same2 = b2["ids"][:, None] == b2["ids"][None, :]
+    qmask = (b2["ids"][:, None] == m.text_queue.ids[None, :]) | (m.text_queue.ids < 0)[None, :]
+    want2 = (info_nce(img2, torch.cat([kt2, m.text_queue.keys]), t, torch.cat([same2, qmask], 1))
+             + info_nce(txt2, torch.cat([ki2, m.image_queue.keys]), t, torch.cat([same2, qmask], 1))) / 2
+    assert out2.loss.item() == pytest.approx(want2.item(), abs=1e-5)
+    # the EMA covers the trained parts only (the image tower, the text head), at the constant rate
+    pairs = m.momentum_pairs()
+    assert (m.encoder, m.momentum_image) in pairs and (m.text_encoder.head, m.momentum_text.head) in pairs
+    assert all(not isinstance(o, type(m.text_encoder.model)) for o, _ in pairs)
+    before = m.momentum_text.head.weight.clone()
+    update_momentum(m, 0.7)
+    assert torch.allclose(m.momentum_text.head.weight, 0.99 * before + 0.01 * m.text_encoder.head.weight, atol=1e-6)
+
+
+def test_clip_cwcl_targets_come_from_caption_similarity(samples, tmp_path, tiny_bert):
+    from cl_toolkit.losses import cwcl_targets, cwcl_weights, soft_target_info_nce
+
+    task = _clip_task(samples, tmp_path, tiny_bert, cwcl=True, cwcl_power=2.0)
+    m = task.model.eval()
+    b = task.batch(torch.arange(10))
+    loss = m(b, 0.5).loss
+    with torch.no_grad():
+        img, txt = m.represent(b, 0.5)
+    t = 1 / m.logit_scale.exp()
+    w = cwcl_weights(b["dup_features"], b["dup_features"], 2.0)
+    assert (w.diagonal() > 0.999).all() and ((w > 0) & (w < 0.999)).any()     # soft, not one-hot
+    want = (soft_target_info_nce(img, txt, t, cwcl_targets(w)) + soft_target_info_nce(txt, img, t, cwcl_targets(w))) / 2
+    assert loss.item() == pytest.approx(want.item(), abs=1e-5)
+    same = b["ids"][:, None] == b["ids"][None, :]
+    assert loss.item() != pytest.approx(((info_nce(img, txt, t, same) + info_nce(txt, img, t, same)) / 2).item(),
+                                        abs=1e-4)
+
+
+def test_clip_hard_negative_captions_are_extra_keys_of_the_image_queries(samples, tmp_path, tiny_bert):
+    import json as _json
+
+    recs = [_json.loads(x) for x in (samples / "pairs.jsonl").read_text().splitlines()]
+    caps = [r["text"] for r in recs]
+    for i, r in enumerate(recs):
+        r["image"] = str(samples / r["image"])
+        r["negative"] = caps[(i + 1) % len(caps)]
+    data = tmp_path / "neg.jsonl"
+    data.write_text("".join(_json.dumps(r) + "\n" for r in recs))
+    task = _clip_task(samples, tmp_path, tiny_bert, data=data)
+    m = task.model.eval()
+    b = task.batch(torch.arange(6))
+    assert "negative" in b
+    loss = m(b, 0.5).loss
+    with torch.no_grad():
+        img, txt, neg = m.represent(b, 0.5)
+    t = 1 / m.logit_scale.exp()
+    ids, nid = b["ids"], b["negative_ids"]
+    same = ids[:, None] == ids[None, :]
+    i2t = info_nce(img, torch.cat([txt, neg]), t, torch.cat([same, ids[:, None] == nid[None, :]], 1))
+    want = (i2t + info_nce(txt, img, t, same)) / 2                       # texts meet no extra images
+    assert loss.item() == pytest.approx(want.item(), abs=1e-5)
+
+
+def test_esimcse_repeats_tokens_and_queues_momentum_embeddings(tiny_bert, samples, tmp_path):
+    from cl_toolkit.config import resolve_config
+    from cl_toolkit.tasks.text import TextTask
+
+    cfg = resolve_config({"method": "simcse", "data": str(samples / "posts.jsonl"), "out": str(tmp_path / "s"),
+                          "encoder": str(tiny_bert), "method_config": {"mode": "esimcse", "queue": 12}})
+    torch.manual_seed(0)
+    task = TextTask(cfg, get_method("simcse").cls, torch.device("cpu"))
+    m = task.model.train()
+    torch.manual_seed(3)
+    b1 = task.batch(torch.arange(8))
+    # repetition: each repeated sentence is its sentence with some inner tokens written twice, in place
+    grew = 0
+    for ids, mask, rids, rmask in zip(b1["text"]["input_ids"], b1["text"]["attention_mask"],
+                                      b1["repeated"]["input_ids"], b1["repeated"]["attention_mask"]):
+        a, r = ids[: int(mask.sum())].tolist(), rids[: int(rmask.sum())].tolist()
+        assert _doubled(a, r) and len(r) - len(a) <= max(2, int(0.32 * len(a)))
+        grew += len(r) > len(a)
+    assert grew >= 2                                   # positives no longer share their length
+    with torch.no_grad():
+        m.momentum_encoder.model.embeddings.word_embeddings.weight.add_(0.05)
+    torch.manual_seed(4)
+    out = m(b1, 0.5)
+    torch.manual_seed(4)
+    z1, z2 = m.represent(b1, 0.5)
+    ids = b1["ids"]
+    same = ids[:, None] == ids[None, :]
+    want = info_nce(z1, torch.cat([z2, m.queue.keys]), 0.05, torch.cat([same, torch.ones(8, 12, dtype=torch.bool)], 1))
+    assert out.loss.item() == pytest.approx(want.item(), abs=1e-5)
+    m.after_step(0.5)
+    with torch.no_grad():
+        m.momentum_encoder.eval()
+        k = F.normalize(m.momentum_encoder(b1["text"]).float(), dim=-1)
+    assert torch.allclose(m.queue.keys[:8], k, atol=1e-6)      # the momentum encoder's, without dropout
+    assert not torch.allclose(m.queue.keys[:8], z1.detach(), atol=1e-3)
+    assert m.queue.ids[:8].tolist() == ids.tolist() and m.momentum(0.3) == 0.995
+    assert m.momentum_pairs() == [(m.encoder, m.momentum_encoder)]
+
+
+def _doubled(a: list, r: list) -> bool:
+    """``r`` is ``a`` with some of its inner tokens (not the first or last) written twice in place."""
+    import functools
+
+    @functools.cache
+    def ok(i: int, j: int) -> bool:
+        if i == len(a):
+            return j == len(r)
+        if j >= len(r) or r[j] != a[i]:
+            return False
+        return ok(i + 1, j + 1) or (0 < i < len(a) - 1 and j + 1 < len(r) and r[j + 1] == a[i] and ok(i + 1, j + 2))
+
+    return ok(0, 0)
+
+
+def test_cdtom_queue_adds_the_momentum_keys_of_tags_missing_from_the_batch(tiny_bert, samples, tmp_path):
+    from cl_toolkit.config import resolve_config
+    from cl_toolkit.losses import multi_positive_info_nce
+    from cl_toolkit.tasks.posts import PostsTask
+
+    cfg = resolve_config({"method": "cdtom", "data": str(samples / "posts.jsonl"), "out": str(tmp_path / "t"),
+                          "encoder": str(tiny_bert), "method_config": {"queue": 64, "finetune_layers": 1}})
+    torch.manual_seed(0)
+    task = PostsTask(cfg, get_method("cdtom").cls, torch.device("cpu"))
+    m = task.model.eval()
+    b1, b2 = task.batch(torch.arange(0, 6)), task.batch(torch.arange(60, 66))
+    m(b1, 0.5)
+    m.after_step(0.5)
+    with torch.no_grad():
+        k1 = F.normalize(m.momentum_tags.from_cache(b1["tags"], m.start).float(), dim=-1)
+    n1 = len(b1["tag_ids"])
+    assert torch.allclose(m.tag_queue.keys[:n1], k1, atol=1e-6)
+    assert m.tag_queue.ids[:n1].tolist() == b1["tag_ids"].tolist()
+    loss = m(b2, 0.5).loss
+    with torch.no_grad():
+        p = F.normalize(m.encoder.from_cache(b2["posts"], m.start).float(), dim=-1)
+        t = F.normalize(m.tag_encoder.from_cache(b2["tags"], m.start).float(), dim=-1)
+    extra = [j for j, i in enumerate(b1["tag_ids"].tolist()) if i not in set(b2["tag_ids"].tolist())]
+    assert extra                                         # the first batch had tags the second lacks
+    keys = torch.cat([t, k1[extra]])
+    pos = torch.cat([b2["positives"], torch.zeros(6, len(extra), dtype=torch.bool)], 1)
+    want = multi_positive_info_nce(p, keys, pos, 0.05)
+    assert loss.item() == pytest.approx(want.item(), abs=1e-5)
+    assert loss.item() != pytest.approx(multi_positive_info_nce(p, t, b2["positives"], 0.05).item(), abs=1e-4)
+    layer = m.tag_encoder.layers()[-1]
+    assert any(o is layer for o, _ in m.momentum_pairs())
+    assert not any(o is m.tag_encoder.model.embeddings for o, _ in m.momentum_pairs())

@@ -1,4 +1,4 @@
-"""``cltk tag`` and the listings ``cltk methods``, ``cltk encoders``."""
+"""``cltk tag``, ``cltk mine`` and the listings ``cltk methods``, ``cltk encoders``."""
 
 from __future__ import annotations
 
@@ -53,6 +53,65 @@ def tag(
         f = sys.stdout if out == "-" else stack.enter_context(atomic_file(out, force=force))
         write_jsonl(f, tag_posts(tagger, records, top_k, min_score, batch_size, dev, progress=advance))
         f.flush()
+
+
+@app.command()
+def mine(
+    records: Annotated[str, typer.Argument(help="JSONL to mine for (- for stdin): texts with 'positive' "
+                                           "(supervised SimCSE), image-text pairs (CLIP) or posts with 'tags' "
+                                           "(CD-TOM).")],
+    model: Annotated[str, typer.Option(help="The model whose neighbours are the candidates: a run dir (its "
+                                       "towers for two-tower runs), an encoder/ folder or a text model.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="JSONL file to write: the records with 'negative'.")],
+    index: Annotated[Optional[str], typer.Option(help="Search this index folder instead (its rows' text / tag "
+                                                 "are the candidates; built from the model's vectors).")] = None,
+    tags: Annotated[Optional[str], typer.Option(help="Posts: the candidate tag vocabulary, one a line (default: "
+                                                "every tag of the records).")] = None,
+    num: Annotated[int, typer.Option(min=1, help="Negatives per record (posts only; SimCSE and CLIP read one).")] = 1,
+    range_min: Annotated[int, typer.Option(min=0, help="Skip this many nearest candidates (likely paraphrases).")] = 0,
+    range_max: Annotated[int, typer.Option(min=1, help="Consider candidates up to this rank.")] = 50,
+    margin: Annotated[Optional[float], typer.Option(help="Keep a candidate only if it scores at most the positive's "
+                                                    "score minus this (default 0: never closer than a known "
+                                                    "positive); --no-margin to turn off.")] = 0.0,
+    no_margin: Annotated[bool, typer.Option("--no-margin", help="No margin test.")] = False,
+    max_score: Annotated[Optional[float], typer.Option(help="Keep candidates scoring at most this cosine.")] = None,
+    sampling: Annotated[str, typer.Option(help="top (the nearest that pass) | random (drawn among them).")] = "top",
+    seed: Annotated[int, typer.Option(min=0, help="Seed for --sampling random.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Records per forward pass.")] = 256,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: the cores other processes "
+                                                   "leave free).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Mine hard negatives: for each record, the model's nearest candidates that are not the record
+    itself or a known positive, in the rank window and under the margin, written as its 'negative'
+    field (a text, a caption, or a list of tags); prints a summary as JSON.
+
+    Example: cltk mine nli.jsonl --model minilm-l6 --out nli_hard.jsonl --range-min 3   (then simcse)
+
+    Example: cltk mine pairs.jsonl --model runs/clip --out pairs_hard.jsonl   (image -> nearest wrong caption)
+
+    Example: cltk mine posts.jsonl --model runs/tagger --num 5 --out posts_hard.jsonl   (hard-negative tags)
+    """
+    from ..io import check_output, check_range
+    from ..mine import mine as run_mine
+    from ..mine import read_records, write_mined
+    from ..runtime import ProgressBar, resolve_device, use_threads
+
+    for option, value in (("--margin", margin), ("--max-score", max_score)):
+        if value is not None:
+            check_range(option, value, float)
+    check_output(out, force)
+    dev = str(resolve_device(device))
+    recs, kind = read_records(records)
+    use_threads(threads)
+    with ProgressBar("mine", len(recs), quiet) as bar:
+        mined, summary = run_mine(recs, kind, "<stdin>" if records == "-" else records, model, index, tags, num,
+                                  range_min, range_max, None if no_margin else margin, max_score, sampling, seed,
+                                  batch_size, dev, bar.advance)
+    write_mined(mined, kind, records, out, force)
+    print_json({"out": out, **summary})
 
 
 @app.command()

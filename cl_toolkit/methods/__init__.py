@@ -13,17 +13,21 @@ from typing import Any
 
 from ..io import InputError, check_range
 from .base import (
+    KeyQueue,
     Method,
     StepOutput,
     duplicate_mask,
     ema_update,
     frozen_copy,
+    momentum_copy,
     momentum_schedule,
+    trained_pairs,
     update_momentum,
 )
 
-__all__ = ["METHODS", "Method", "MethodEntry", "StepOutput", "duplicate_mask", "ema_update", "frozen_copy",
-           "get_method", "load_all", "make_config", "momentum_schedule", "register_method", "update_momentum"]
+__all__ = ["METHODS", "KeyQueue", "Method", "MethodEntry", "StepOutput", "duplicate_mask", "ema_update",
+           "frozen_copy", "get_method", "load_all", "make_config", "momentum_copy", "momentum_schedule",
+           "register_method", "trained_pairs", "update_momentum"]
 
 
 @dataclass
@@ -81,7 +85,8 @@ def get_method(name: str) -> MethodEntry:
 # Method settings that must be positive, and those that are fractions in [0, 1], by name: the
 # conventions every method's Config follows (a new field with such a name is checked too).
 POSITIVE = ("temperature", "_dim", "_hidden", "_size", "prototypes", "freq", "_iters", "_eps", "_length")
-FRACTIONS = ("momentum", "rho", "holdout", "same_caption", "freeze_prototypes")
+FRACTIONS = ("momentum", "rho", "holdout", "same_caption", "freeze_prototypes", "dup_rate")
+BELOW_ONE = ("tau_plus",)      # in [0, 1): DCL's class prior divides by 1 - tau_plus
 
 
 def _check_setting(name: str, kind: str, value: Any, where: str) -> None:
@@ -96,6 +101,8 @@ def _check_setting(name: str, kind: str, value: Any, where: str) -> None:
         option = f"{where} {name}"
         if name.endswith(POSITIVE):
             check_range(option, value, float, 0, False)
+        elif name.endswith(BELOW_ONE):
+            check_range(option, value, float, 0, True, 1, False)
         elif name.endswith(FRACTIONS):
             check_range(option, value, float, 0, True, 1, True)
         else:

@@ -122,6 +122,68 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return twin
 
 
+def momentum_copy(module: nn.Module) -> nn.Module:
+    """A frozen copy of ``module`` that shares its frozen parameters instead of copying them: a
+    momentum text tower over a locked transformer costs the memory (and checkpoint space) of its
+    trainable layers only. Pair it with ``trained_pairs`` for the EMA."""
+    shared = {id(p): p for p in module.parameters() if not p.requires_grad}
+    twin = copy.deepcopy(module, memo=dict(shared))
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
+
+
+def trained_pairs(online: nn.Module, target: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """The (online, target) sub-module pairs holding every trainable parameter of ``online``, for
+    ``momentum_pairs``: frozen sub-trees are skipped (their EMA changes nothing and costs time)."""
+    params = [p.requires_grad for p in online.parameters()]
+    if not any(params):
+        return []
+    if all(params) or any(True for _ in online.parameters(recurse=False)):
+        return [(online, target)]
+    return [pair for (_, a), (_, b) in zip(online.named_children(), target.named_children())
+            for pair in trained_pairs(a, b)]
+
+
+class KeyQueue(nn.Module):
+    """MoCo's queue of keys (a ring buffer: the newest keys overwrite the oldest) with an id per
+    key, so that a key of the same item or caption as a query is masked rather than counted as a
+    negative, and optional side features (caption features, log priors). Slots not yet filled
+    have id -1 (``valid``). Buffers, so a checkpoint holds the queue and ``--resume`` is exact.
+    Every rank pushes the same keys (the gathered global batch): the queues stay equal."""
+
+    def __init__(self, size: int, dim: int, features: int = 0):
+        super().__init__()
+        self.register_buffer("keys", torch.zeros(size, dim))
+        self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))
+        self.register_buffer("features", torch.zeros(size, features))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @torch.no_grad()
+    def push(self, keys: Tensor, ids: Tensor, features: Tensor | None = None) -> None:
+        """Enqueue ``keys`` [B, D] (and their ``ids`` [B], ``features`` [B, F]) in order; with more
+        keys than slots only the newest ``len(self)`` are kept."""
+        size = len(self)
+        keys, ids = keys[-size:], ids[-size:]
+        idx = (self.ptr + torch.arange(len(keys), device=keys.device)) % size
+        self.keys[idx] = keys.to(self.keys.dtype)
+        self.ids[idx] = ids.to(self.ids.dtype)
+        if features is not None and self.features.shape[1]:
+            self.features[idx] = features[-size:].to(self.features.dtype).reshape(len(idx), -1)
+        self.ptr.copy_((self.ptr + len(keys)) % size)
+
+    def valid(self) -> Tensor:
+        """[K] True for the slots holding a key."""
+        return self.ids >= 0
+
+    def newest_first(self) -> Tensor:
+        """The slot indices from the most recently pushed key to the oldest."""
+        return (self.ptr - 1 - torch.arange(len(self), device=self.ids.device)) % len(self)
+
+
 def duplicate_mask(ids: Tensor, features: Tensor | None = None, threshold: float = 1.0) -> Tensor:
     """[N, M] True where this rank's sample i and sample j of the global batch (gathered under
     torchrun) are the same item (equal ``ids``) or, given ``features`` (L2-normalised), at least

@@ -39,6 +39,8 @@ class Config:
     temperature: float = 0.2
     queue_size: int = 4096
     momentum: float = 0.99        # constant EMA rate of the key network
+    tau_plus: float = 0.0         # DCL: prior share of false negatives (Chuang et al. 2020); 0 = InfoNCE
+    beta: float = 0.0             # HCL: weight negatives by exp(beta * s / t) (Robinson et al. 2021); 0 = uniform
 
 
 @register_method("mocov2", "momentum key encoder + queue of negatives, InfoNCE",
@@ -66,7 +68,9 @@ class MoCoV2(Method):
             k = F.normalize(self.key_projector(self.key_encoder(x)).float(), dim=-1)
         queue = self.queue
         t = self.cfg.temperature
-        loss = (info_nce(q[:n], torch.cat([k[n:], queue]), t) + info_nce(q[n:], torch.cat([k[:n], queue]), t)) / 2
+        tp, b = self.cfg.tau_plus, self.cfg.beta
+        loss = (info_nce(q[:n], torch.cat([k[n:], queue]), t, tau_plus=tp, beta=b)
+                + info_nce(q[n:], torch.cat([k[:n], queue]), t, tau_plus=tp, beta=b)) / 2
         self._keys = dist.gather_nograd(k)   # every rank enqueues the same global keys
         return StepOutput(loss, h[:n], h[n:])
 

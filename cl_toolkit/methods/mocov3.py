@@ -34,6 +34,8 @@ class Config:
     pred_hidden: int = 1024
     temperature: float = 0.2
     momentum: float = 0.99        # base EMA rate, annealed to 1 over the run
+    tau_plus: float = 0.0         # DCL: prior share of false negatives (Chuang et al. 2020); 0 = InfoNCE
+    beta: float = 0.0             # HCL: weight negatives by exp(beta * s / t) (Robinson et al. 2021); 0 = uniform
 
 
 @register_method("mocov3", "momentum encoder + predictor, symmetric InfoNCE over in-batch keys, no queue",
@@ -67,7 +69,9 @@ class MoCoV3(Method):
         q1, q2, k1, k2, h1, h2 = reps
         (k1, offset), (k2, _) = dist.gather(k1), dist.gather(k2)
         t = self.cfg.temperature
-        loss = 2 * t * (info_nce(q1, k2, t, offset=offset) + info_nce(q2, k1, t, offset=offset))
+        tp, b = self.cfg.tau_plus, self.cfg.beta
+        loss = 2 * t * (info_nce(q1, k2, t, offset=offset, tau_plus=tp, beta=b)
+                        + info_nce(q2, k1, t, offset=offset, tau_plus=tp, beta=b))
         return StepOutput(loss, h1, h2)
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:

@@ -24,6 +24,8 @@ class Config:
     proj_hidden: int = 1024
     proj_dim: int = 128
     temperature: float = 0.2
+    tau_plus: float = 0.0         # DCL: prior share of false negatives (Chuang et al. 2020); 0 = InfoNCE
+    beta: float = 0.0             # HCL: weight negatives by exp(beta * s / t) (Robinson et al. 2021); 0 = uniform
 
 
 @register_method("simclr", "two views, MLP projector, NT-Xent with in-batch negatives",
@@ -59,8 +61,10 @@ class SimCLR(Method):
         z1, z2, h1, h2, *small = reps
         (k1, offset), (k2, _) = dist.gather(z1), dist.gather(z2)
         t = self.cfg.temperature
-        loss = nt_xent(z1, z2, t, keys=(k1, k2), offset=offset)   # one process: the keys are z1, z2
+        tp, b = self.cfg.tau_plus, self.cfg.beta
+        loss = nt_xent(z1, z2, t, keys=(k1, k2), offset=offset, tau_plus=tp, beta=b)   # one process: keys = z1, z2
         if small:   # multi-crop: each small crop against the global views, positive = its own image's
-            crops = sum(info_nce(q, k1, t, offset=offset) + info_nce(q, k2, t, offset=offset) for q in small) / 2
+            crops = sum(info_nce(q, k1, t, offset=offset, tau_plus=tp, beta=b)
+                        + info_nce(q, k2, t, offset=offset, tau_plus=tp, beta=b) for q in small) / 2
             loss = (loss + crops) / (1 + len(small))
         return StepOutput(loss, h1, h2)

@@ -43,6 +43,8 @@ class Config:
     temperature: float = 0.05
     logq_correction: bool = True
     mask_accidental_hits: bool = True
+    tau_plus: float = 0.0         # DCL: prior share of false negatives (Chuang et al. 2020); 0 = InfoNCE
+    beta: float = 0.0             # HCL: weight negatives by exp(beta * logit) (Robinson et al. 2021); 0 = uniform
     history: int = 50               # the user tower pools the user's last N items (0: none)
     user_id: bool = True            # user id embedding in the user tower
     item_id: bool = True            # item id embedding in the item tower
@@ -54,7 +56,7 @@ def retrieval_loss(u: Tensor, v: Tensor, batch: dict, cfg: Config) -> Tensor:
     keys, offset = dist.gather(v)
     ids = dist.gather_nograd(batch["item_ids"]) if cfg.mask_accidental_hits else None
     log_q = dist.gather_nograd(batch["log_q"]) if cfg.logq_correction else None
-    return sampled_softmax(u, keys, cfg.temperature, log_q, ids, offset)
+    return sampled_softmax(u, keys, cfg.temperature, log_q, ids, offset, cfg.tau_plus, cfg.beta)
 
 
 @register_method("twotower", "recommendation: user tower + item tower (ids and features), in-batch sampled "

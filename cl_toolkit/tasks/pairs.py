@@ -1,6 +1,6 @@
-"""Image-text pairs ``{"id", "text", "image"}`` for CLIP-style towers: decoded images (one
-augmented view per step) and cached text-tower inputs; exports ``encoder/image``,
-``encoder/text`` and ``clip.json``."""
+"""Image-text pairs ``{"id", "text", "image"[, "negative"]}`` for CLIP-style towers: decoded images
+(one augmented view per step) and cached text-tower inputs (captions and hard-negative captions);
+exports ``encoder/image``, ``encoder/text`` and ``clip.json``."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ class PairsTask(Task):
         self.resolved = {"channels": channels, "image_size": size, "encoder": name, "encoder_args": args}
         self.encoder_name, self.encoder_args, self.channels_last = name, args, cfg.channels_last
         self.n = len(images)
-        self.hash = records_hash([{**r, "text": t} for r, t in zip(images.records, texts)], ("text", "image"))
+        negatives = [r["negative"] for r in images.records] if "negative" in images.records[0] else None
+        self.hash = records_hash([{**r, "text": t} for r, t in zip(images.records, texts)],
+                                 ("text", "image") + (("negative",) if negatives else ()))
         text = create_text_encoder(mc.text_encoder, mc.text_max_length, head=True)
         n_layers = text.model.config.num_hidden_layers
         if not 0 <= mc.text_layers <= n_layers:
@@ -53,12 +55,13 @@ class PairsTask(Task):
                 raise InputError(f"init_image is a {spec.get('name')} {spec.get('args')}, the run's image encoder "
                                  f"is {name} {args}", mc.init_image)
             image.backbone.load_state_dict(init.backbone.state_dict())
-        unique = list(dict.fromkeys(texts))
+        unique = list(dict.fromkeys(texts + (negatives or [])))
         pos = {t: i for i, t in enumerate(unique)}
         self.text_ids = torch.tensor([pos[t] for t in texts])
+        self.negative_ids = torch.tensor([pos[t] for t in negatives]) if negatives else None
         self.cache = text.cache(unique, start)
-        self.same = mc.same_caption
-        if self.same < 1:   # frozen caption features, to find near-duplicate captions in a batch
+        self.features = mc.same_caption < 1 or mc.cwcl
+        if self.features:   # frozen caption features: near-duplicate captions, CWCL's similarity weights
             pooled = self.cache if isinstance(self.cache, Tensor) else text.cache(unique, n_layers)
             self.caption_features = F.normalize(pooled, dim=-1)
         self.model = method_cls(image, text, mc, start).to(device)
@@ -74,8 +77,14 @@ class PairsTask(Task):
             view = view.contiguous(memory_format=torch.channels_last)
         tid = self.text_ids[idx]
         out = {"image": view, "text": collate_cache(self.cache, tid.tolist(), self.device), "ids": tid.to(self.device)}
-        if self.same < 1:
+        if self.features:
             out["dup_features"] = self.caption_features[tid].to(self.device)
+        if self.negative_ids is not None:
+            nid = self.negative_ids[idx]
+            out["negative"] = collate_cache(self.cache, nid.tolist(), self.device)
+            out["negative_ids"] = nid.to(self.device)
+            if self.features:
+                out["negative_features"] = self.caption_features[nid].to(self.device)
         return out
 
     def export(self, run: RunDir, extra: dict) -> None:

@@ -63,8 +63,12 @@ class PostsTask(Task):
             sys.stderr.write(f"cltk: {split.skipped} post(s) without a vocabulary tag are not used for training\n")
         index = {t: i for i, t in enumerate(split.vocab)}
         self.n, self.vocab = len(split.train), split.vocab
-        self.hash = records_hash(posts, ("text", "tags"))
+        negatives = ("negative",) if any("negative" in p for p in posts) else ()
+        self.hash = records_hash(posts, ("text", "tags") + negatives)
         self.post_tags = [[index[t] for t in p["tags"] if t in index] for p in split.train]
+        # hard-negative tags (``negative``): vocabulary tags that are not the post's own
+        self.post_negatives = [[index[t] for t in p.get("negative") or [] if t in index and index[t] not in gold]
+                               for p, gold in zip(split.train, map(set, self.post_tags))]
         freq = torch.ones(len(split.vocab))            # add-one smoothed tag frequency (for logQ)
         for tags in self.post_tags:
             freq[tags] += 1
@@ -84,7 +88,7 @@ class PostsTask(Task):
 
     def batch(self, idx: Tensor) -> dict:
         rows = idx.tolist()
-        tags = sorted({t for r in rows for t in self.post_tags[r]})
+        tags = sorted({t for r in rows for t in self.post_tags[r] + self.post_negatives[r]})
         col = {t: j for j, t in enumerate(tags)}
         pos = torch.zeros(len(rows), len(tags), dtype=torch.bool)
         for i, r in enumerate(rows):

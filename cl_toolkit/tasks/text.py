@@ -1,5 +1,6 @@
 """Texts: JSONL records ``{"id", "text"[, "positive"[, "negative"]]}`` tokenised per batch on a
-Hugging Face text encoder; exports ``encoder/``. Also the shared start of every text tower."""
+Hugging Face text encoder (and, for ESimCSE, each sentence again with repeated tokens); exports
+``encoder/``. Also the shared start of every text tower."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..augment import word_repetition
 from ..data import load_texts, records_hash
 from ..encoders import (
     DEFAULT_TEXT_ENCODER,
@@ -33,10 +35,13 @@ def text_encoder(cfg: Any, head: bool = False) -> tuple[TextEncoder, dict]:
     return create_text_encoder(name, **args), {"encoder": name, "encoder_args": args}
 
 
+ESIMCSE_ONLY = ("dup_rate", "queue", "momentum")     # settings that only the esimcse mode reads
+
+
 def text_mode(mode: str, recs: list[dict], where: str) -> str:
     """SimCSE's mode: ``auto`` is ``sup`` when records carry a ``positive``, else ``unsup``."""
-    if mode not in ("auto", "unsup", "sup"):
-        raise InputError(f"mode must be auto, unsup or sup, got {mode!r}")
+    if mode not in ("auto", "unsup", "sup", "esimcse"):
+        raise InputError(f"mode must be auto, unsup, sup or esimcse, got {mode!r}")
     if mode == "auto":
         return "sup" if "positive" in recs[0] else "unsup"
     if mode == "sup" and "positive" not in recs[0]:
@@ -52,6 +57,11 @@ class TextTask(Task):
         super().__init__(cfg, method_cls, device, data)
         recs = data if data is not None else load_texts(cfg.data, ("text",), optional=("positive", "negative"))
         mc = dataclasses.replace(cfg.method_config, mode=text_mode(cfg.method_config.mode, recs, cfg.data))
+        if mc.mode != "esimcse":
+            default = type(mc)()
+            given = [k for k in ESIMCSE_ONLY if getattr(mc, k) != getattr(default, k)]
+            if given:
+                raise InputError(f"{given[0]} is a setting of mode=esimcse (this run's mode is {mc.mode})")
         fields = ("text", "positive", "negative") if mc.mode == "sup" else ("text",)
         self.fields = [f for f in fields if f in recs[0]]
         for f in self.fields[1:]:
@@ -62,6 +72,7 @@ class TextTask(Task):
         first: dict[str, int] = {}
         self.ids = torch.tensor([first.setdefault(t, len(first)) for t in self.texts["text"]])
         self.n, self.hash = len(recs), records_hash(recs, tuple(self.fields))
+        self.dup_rate = mc.dup_rate if mc.mode == "esimcse" else None
         encoder, self.resolved = text_encoder(cfg)
         self.resolved["method_config"] = mc
         self.encoder_name = self.resolved["encoder"]
@@ -70,8 +81,13 @@ class TextTask(Task):
     def batch(self, idx: Tensor) -> dict:
         enc = self.model.encoder
         rows = idx.tolist()
-        out = {f: {k: v.to(self.device) for k, v in enc.tokenize([self.texts[f][i] for i in rows]).items()}
-               for f in self.fields}
+        tokens = {f: enc.tokenize([self.texts[f][i] for i in rows]) for f in self.fields}
+        if self.dup_rate is not None:
+            ids, mask = word_repetition(tokens["text"]["input_ids"], tokens["text"]["attention_mask"], self.dup_rate)
+            tokens["repeated"] = {"input_ids": ids, "attention_mask": mask}
+            if "token_type_ids" in tokens["text"]:
+                tokens["repeated"]["token_type_ids"] = torch.zeros_like(ids)
+        out = {f: {k: v.to(self.device) for k, v in t.items()} for f, t in tokens.items()}
         out["ids"] = self.ids[idx].to(self.device)
         return out
 
