@@ -54,13 +54,19 @@ def load_all() -> dict[str, MethodEntry]:
         barlow,
         byol,
         cdtom,
+        cl4srec,
         clip,
         directpred,
+        duorec,
         featmask,
+        lightgcn,
         mocov2,
         mocov3,
+        sasrec,
+        sgl,
         simclr,
         simcse,
+        simgcl,
         simsiam,
         swav,
         twin,
@@ -81,7 +87,7 @@ def get_method(name: str) -> MethodEntry:
 # Method settings that must be positive, and those that are fractions in [0, 1], by name: the
 # conventions every method's Config follows (a new field with such a name is checked too).
 POSITIVE = ("temperature", "_dim", "_hidden", "_size", "prototypes", "freq", "_iters", "_eps", "_length")
-FRACTIONS = ("momentum", "rho", "holdout", "same_caption", "freeze_prototypes")
+FRACTIONS = ("momentum", "rho", "holdout", "same_caption", "freeze_prototypes", "dropout", "_ratio")
 
 
 def _check_setting(name: str, kind: str, value: Any, where: str) -> None:
