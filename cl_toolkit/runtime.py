@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .io import InputError, available_cpus, thread_count
+from .io import InputError, auto_threads, available_cpus, thread_count
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -68,6 +68,14 @@ def set_threads(threads: int | None = None, processes: int = 1) -> int:
     """Torch's intra-op threads for this process (``io.thread_count``: ``--threads``, else
     ``OMP_NUM_THREADS``, else this process's share of its cores). Returns the count."""
     n = thread_count(threads, processes)
+    torch.set_num_threads(n)
+    return n
+
+
+def use_threads(threads: int | None = None) -> int:
+    """Torch's threads for short work (embedding, tagging): ``threads`` when asked for, else
+    ``io.auto_threads`` (the cores other processes leave free). Returns the count."""
+    n = threads or auto_threads()
     torch.set_num_threads(n)
     return n
 

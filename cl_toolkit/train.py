@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import collapse, dist
 from .config import TrainConfig, given, resume_config
 from .gradcache import grad_cache_step
-from .io import InputError, RunDir, TrainingError, atomic_file, check_writable, write_json
+from .io import CpuShare, InputError, RunDir, TrainingError, atomic_file, check_writable, write_json
 from .methods import METHODS, get_method, update_momentum
 from .optim import lr_at, make_optimizer
 from .runtime import (
@@ -64,6 +64,7 @@ class TrainState:
 
 
 Monitor = Callable[[nn.Module, TrainState], dict]
+SHARE_SECONDS = 3.0       # how often automatic threads re-count the cores other processes leave free
 
 
 class Trainer:
@@ -103,7 +104,12 @@ class Trainer:
         device = dist.local_device(resolve_device(cfg.device))
         dist.init(device)
         self.world, self.rank, self.main = dist.world(), dist.rank(), dist.is_main()
-        set_threads(cfg.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1)
+        cores = set_threads(cfg.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1)
+        # threads follow the cores other processes leave free, unless a count was asked for (--threads,
+        # OMP_NUM_THREADS): a pinned count gives the same floating-point results on every run
+        self.share = CpuShare(cores) if device.type == "cpu" and not (cfg.threads or os.environ.get(
+            "OMP_NUM_THREADS")) else None
+        self._next_share = time.monotonic() + SHARE_SECONDS
         seed_everything(cfg.seed)
         entry = get_method(cfg.method)
         task = entry.cls.task(cfg, entry.cls, device, self.data)
@@ -224,7 +230,8 @@ class Trainer:
         s = self.state
         now = time.perf_counter()
         rec = {"step": s.step, "epoch": s.epoch, "loss": round(loss, 5), "lr": self.lr,
-               "images_per_s": round(self.img_log / (now - self.t_log), 1), "elapsed_s": round(s.elapsed, 2)}
+               "images_per_s": round(self.img_log / (now - self.t_log), 1), "elapsed_s": round(s.elapsed, 2),
+               "threads": torch.get_num_threads()}
         cstats = collapse.stats(outp.z1.detach(), outp.z2.detach())
         rec.update({k: round(v, 5) for k, v in cstats.items()})
         warns = collapse.warnings_for(cstats, len(outp.z1))
@@ -314,6 +321,8 @@ class Trainer:
                 now = time.perf_counter()
                 s.elapsed += now - t_mark  # wall-clock training time, checkpoints and logging included
                 t_mark = now
+                if self.share is not None and time.monotonic() >= self._next_share:
+                    self._follow_free_cores()
                 if self._monitor_due():  # evaluation time is not training time
                     self.run_monitor()
                     dist.barrier()
@@ -322,6 +331,13 @@ class Trainer:
             bar.close()
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
+
+    def _follow_free_cores(self) -> None:
+        """Re-count the cores other processes leave free and use that many threads."""
+        n = self.share.threads()
+        if n is not None and n != torch.get_num_threads():
+            torch.set_num_threads(n)
+        self._next_share = time.monotonic() + SHARE_SECONDS
 
     def _on_sigint(self, signum, frame) -> None:  # finish the step, checkpoint, stop
         self.interrupted = True

@@ -154,6 +154,8 @@ def rec(monkeypatch, files):
     r.stub("cl_toolkit.eval", "retrieval_eval", {"recall@1": 1.0})
     r.stub("cl_toolkit.eval", "zeroshot", {"accuracy": 1.0})
     r.stub("cl_toolkit.eval", "collapse_report", {"std": 1.0})
+    r.stub("cl_toolkit.runtime", "use_threads", 1)
+    r.stub("cl_toolkit.index", "use_threads", 1)
     r.stub("cl_toolkit.recdata", "split", {})
     r.stub("cl_toolkit.recdata", "write_split", {"files": []})
     r.stub("cl_toolkit.receval", "evaluate", {"hr@10": 1.0})
@@ -250,6 +252,10 @@ OPTIONS = {
     ("embed", "--normalize"): (["--no-normalize"], lambda r, o: r.calls["embed"]["normalize"] is False),
     ("embed", "--device"): (["--device", "cpu"], lambda r, o: str(r.calls["embed"]["device"]) == "cpu"),
     ("embed", "--force"): (["--force"], lambda r, o: r.calls["embed"]["force"] is True),
+    ("embed", "--threads"): (["--threads", "1"], lambda r, o: r.calls["use_threads"]["threads"] == 1),
+    ("tag", "--threads"): (["--threads", "1"], lambda r, o: r.calls["use_threads"]["threads"] == 1),
+    ("match", "--threads"): (["--threads", "1"], lambda r, o: r.calls["use_threads"]["threads"] == 1),
+    ("build-index", "--threads"): (["--threads", "1"], lambda r, o: r.calls["use_threads"]["threads"] == 1),
     ("embed", "--quiet"): (["--quiet"], lambda r, o: r.bars == [True]),
     ("build-index", "emb"): ([], lambda r, o: r.calls["build"]["emb"].shape == (12, 4)),
     ("build-index", "--out"): ([], lambda r, o: str(r.calls["build"]["out"]).endswith("idx")),

@@ -103,3 +103,22 @@ def test_top_layers_on_cached_hidden_states_equal_the_full_forward(tiny_bert):
         for layer in (0, 1, 2):
             part = enc.forward_from(enc.hidden_at(b, layer), b["attention_mask"], layer)
             torch.testing.assert_close(part, full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("max_bytes", [None, 0])     # in memory, and spilled to a temporary file
+def test_token_cache_keeps_each_texts_states_in_half_precision(max_bytes):
+    from cl_toolkit.encoders.text import TokenCache, collate_cache
+
+    torch.manual_seed(0)
+    states = [torch.randn(n, 8) for n in (3, 1, 5, 2)]
+    cache = TokenCache([len(s) for s in states], 8, max_bytes=max_bytes)
+    assert (cache.file is not None) == (max_bytes == 0) and cache.nbytes == 11 * 8 * 2
+    for r in (2, 0, 3, 1):                                   # any order
+        cache.put(r, states[r])
+    for r, s in enumerate(states):
+        assert torch.equal(cache.get(r), s.half().float())   # float16 storage, float32 out
+    batch = collate_cache(cache, [3, 2])
+    assert batch["hidden"].shape == (2, 5, 8) and batch["mask"].tolist() == [[1, 1, 0, 0, 0], [1] * 5]
+    assert torch.equal(batch["hidden"][0, :2], states[3].half().float())
+    with pytest.raises(ValueError, match="expected"):
+        cache.put(0, torch.randn(4, 8))

@@ -139,3 +139,26 @@ def test_method_learns_its_objective(tmp_path, data, method):
         model.after_step(0.5)
         losses.append(out.loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_cpu_share_counts_the_cores_other_processes_use(monkeypatch):
+    """Threads follow the cores others leave free: busy time of the machine minus this process's."""
+    import cl_toolkit.io.files as files
+
+    samples = iter([(1000, 4000), (1000 + 150, 4000 + 200)])     # 75% of the machine busy in the window
+    monkeypatch.setattr(files, "_proc_stat", lambda: next(samples))
+    monkeypatch.setattr(files.os, "cpu_count", lambda: 2)
+    clock = iter([10.0, 12.0])
+    monkeypatch.setattr(files.time, "monotonic", lambda: next(clock))
+    cpu = iter([0.0, 1.0])                                          # this process: 1 CPU-second in 2 s
+    monkeypatch.setattr(files.os, "times", lambda: type("T", (), {"user": next(cpu), "system": 0.0})())
+    share = files.CpuShare(2)
+    assert share.others() == pytest.approx(2 * 0.75 - 0.5)          # 1.5 cores busy, 0.5 of them ours
+    samples2 = iter([(0, 100), (0, 200)])
+    monkeypatch.setattr(files, "_proc_stat", lambda: next(samples2))
+    clock2 = iter([0.0, 1.0])
+    monkeypatch.setattr(files.time, "monotonic", lambda: next(clock2))
+    cpu2 = iter([0.0, 0.0])
+    monkeypatch.setattr(files.os, "times", lambda: type("T", (), {"user": next(cpu2), "system": 0.0})())
+    idle = files.CpuShare(2)
+    assert idle.threads() == 2                                       # nobody else: every core

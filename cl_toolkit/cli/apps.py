@@ -23,6 +23,8 @@ def tag(
     out: Annotated[str, typer.Option("--out", "-o", help="JSONL file to write; - for stdout.")] = "-",
     batch_size: Annotated[int, typer.Option(min=1, help="Posts per forward pass (length-sorted).")] = 128,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: the cores other processes "
+                                                   "leave free).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -37,13 +39,14 @@ def tag(
 
     from ..data import load_posts
     from ..io import atomic_file, check_output, write_jsonl
-    from ..runtime import ProgressBar, resolve_device
+    from ..runtime import ProgressBar, resolve_device, use_threads
     from ..tag import load_tagger, tag_posts
 
     if out != "-":
         check_output(out, force)
     records = load_posts(posts, need_tags=False)
     dev = str(resolve_device(device))
+    use_threads(threads)
     tagger = load_tagger(model, tags, dev)
     with contextlib.ExitStack() as stack:
         advance = stack.enter_context(ProgressBar("tag", len(records), quiet)).advance

@@ -26,6 +26,8 @@ def embed(
     batch_size: Annotated[int, typer.Option(min=1, help="Records per forward pass.")] = 512,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = True,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: the cores other processes "
+                                                   "leave free).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing output folder.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -39,13 +41,14 @@ def embed(
     """
     from ..embed import embed as run_embed
     from ..io import check_output, embedding_records, write_jsonl
-    from ..runtime import ProgressBar, resolve_device
+    from ..runtime import ProgressBar, resolve_device, use_threads
 
     if field is not None and field not in ("image", "text", "tag", "user", "item"):
         raise InputError(f"--field must be image, text, tag, user or item, got {field!r}")
     if out != "-":
         check_output(out, force)
     dev = resolve_device(device)
+    use_threads(threads)
     if field in ("user", "item"):
         from ..recommend import embed_field
 
@@ -89,6 +92,8 @@ def build_index(
     merge: Annotated[bool, typer.Option(help="Merge the shards in --out into the index folder --out.")] = False,
     seed: Annotated[Optional[int], typer.Option(min=0, help="Seed for the training sample and the held-out queries "
                                                 "(default 0).")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: the cores other processes "
+                                                   "leave free).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing index folder.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -119,6 +124,7 @@ def build_index(
     if target_recall is not None:
         check_range("--target-recall", target_recall, float, 0, False, 1, True)
     target_recall = 0.95 if target_recall is None else target_recall
+    ix.use_threads(threads)
     seed = 0 if seed is None else seed
     if shard is not None:
         i, k = ix.parse_shard(shard)
@@ -160,6 +166,8 @@ def match(
     out: Annotated[str, typer.Option("--out", "-o", help="JSONL file to write; - for stdout.")] = "-",
     batch_size: Annotated[int, typer.Option(min=1, help="Records per forward pass when embedding.")] = 256,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: the cores other processes "
+                                                   "leave free).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
 ) -> None:
     """Nearest neighbours of each query in an index: one JSON line per query with its fields and
@@ -172,13 +180,14 @@ def match(
     """
     import contextlib
 
-    from ..index import check_compatible, load
+    from ..index import check_compatible, load, use_threads
     from ..io import atomic_file, check_output, write_jsonl
     from ..match import match as run_match
     from ..match import read_queries
 
     if out != "-":
         check_output(out, force)
+    use_threads(threads)
     idx, meta, info = load(index)
     dev = "cpu"
     if model is not None:

@@ -4,6 +4,8 @@ the project (never downloaded), any local model folder or hub name works the sam
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 
 import numpy as np
@@ -120,23 +122,31 @@ class TextEncoder(nn.Module):
             p.requires_grad_(own >= layer)
 
     @torch.no_grad()
-    def cache(self, texts: list[str], layer: int, batch_size: int = 256) -> Tensor | list[Tensor]:
+    def cache(self, texts: list[str], layer: int, batch_size: int = 256) -> Tensor | TokenCache:
         """What layers ``layer``.. read, computed once: pooled features [N, D] when no layer is
-        left to run (``layer`` == the number of layers), else per-text hidden states [len_i, D]."""
+        left to run (``layer`` == the number of layers), else every text's hidden states
+        [len_i, D] in a ``TokenCache`` (float16, packed; spilled to a temporary file when large)."""
         top = self.model.config.num_hidden_layers
         was = self.training
         self.eval()
-        out: list = [None] * len(texts)
-        for rows, b in self.length_sorted_batches(texts, batch_size):
+        batches = list(self.length_sorted_batches(texts, batch_size))
+        if layer == top:
+            out = torch.empty((len(texts), self.model.config.hidden_size))
+        else:
+            lengths = [0] * len(texts)
+            for rows, b in batches:
+                for r, m in zip(rows, b["attention_mask"]):
+                    lengths[r] = int(m.sum())
+            out = TokenCache(lengths, self.model.config.hidden_size)
+        for rows, b in batches:
             h = self.hidden_at(b, layer)
             if layer == top:
-                for r, v in zip(rows, self.pool(h, b["attention_mask"])):
-                    out[r] = v.clone()
+                out[rows] = self.pool(h, b["attention_mask"])
             else:
                 for r, v, m in zip(rows, h, b["attention_mask"]):
-                    out[r] = v[: int(m.sum())].clone()
+                    out.put(r, v[: int(m.sum())])
         self.train(was)
-        return torch.stack(out) if layer == top else out
+        return out
 
     def from_cache(self, x: dict, layer: int) -> Tensor:
         """The tower's output from ``collate_cache``'s batch."""
@@ -162,16 +172,61 @@ class TextEncoder(nn.Module):
         return out
 
 
-def collate_cache(cache: Tensor | list[Tensor], rows: list[int], device: torch.device | str = "cpu") -> dict:
+def collate_cache(cache: Tensor | TokenCache, rows: list[int], device: torch.device | str = "cpu") -> dict:
     """A batch of ``TextEncoder.cache`` entries: pooled rows, or padded hidden states + mask."""
     if isinstance(cache, Tensor):
         return {"pooled": cache[rows].to(device)}
-    seqs = [cache[r] for r in rows]
+    seqs = [cache.get(r) for r in rows]
     h = nn.utils.rnn.pad_sequence(seqs, batch_first=True)
     mask = torch.zeros(h.shape[:2], dtype=torch.long)
     for i, s in enumerate(seqs):
         mask[i, : len(s)] = 1
     return {"hidden": h.to(device), "mask": mask.to(device)}
+
+
+class TokenCache:
+    """Per-text hidden states [len_i, D], packed end to end in float16 (half the memory of float32;
+    the top layers read them back as float32). Up to ``max_bytes`` they stay in memory; beyond it
+    they go to an anonymous temporary file (deleted when the cache is, or the process ends)
+    and are read back text by text with ``pread``, through the OS page cache, so the process's
+    resident memory stays bounded however many texts there are (docs/benchmarks.md, "Memory")."""
+
+    def __init__(self, lengths: list[int], dim: int, max_bytes: int | None = None):
+        self.offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        self.dim = dim
+        nbytes = int(self.offsets[-1]) * dim * 2
+        limit = int(os.environ.get("CLTK_CACHE_MEMORY", 256 * 2**20)) if max_bytes is None else max_bytes
+        self.file = None
+        if nbytes <= limit:
+            self.data = torch.empty((int(self.offsets[-1]), dim), dtype=torch.float16)
+        else:
+            self.data = None
+            self.file = tempfile.TemporaryFile(prefix="cltk-cache-")
+            self.file.truncate(nbytes)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.offsets[-1]) * self.dim * 2
+
+    def put(self, row: int, hidden: Tensor) -> None:
+        a, b = int(self.offsets[row]), int(self.offsets[row + 1])
+        x = hidden.detach().to("cpu", torch.float16).contiguous()
+        if x.shape != (b - a, self.dim):
+            raise ValueError(f"text {row}: expected {(b - a, self.dim)} hidden states, got {tuple(x.shape)}")
+        if self.data is not None:
+            self.data[a:b] = x
+        else:
+            os.pwrite(self.file.fileno(), x.numpy().tobytes(), a * self.dim * 2)
+
+    def get(self, row: int) -> Tensor:
+        a, b = int(self.offsets[row]), int(self.offsets[row + 1])
+        if self.data is not None:
+            return self.data[a:b].float()
+        raw = os.pread(self.file.fileno(), (b - a) * self.dim * 2, a * self.dim * 2)
+        return torch.frombuffer(bytearray(raw), dtype=torch.float16).view(b - a, self.dim).float()
 
 
 def create_text_encoder(name: str, max_length: int = 128, head: bool = False) -> TextEncoder:

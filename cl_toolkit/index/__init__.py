@@ -36,6 +36,7 @@ from .choose import (
     make_index,
     parse_memory,
     prepare,
+    use_threads,
 )
 from .shards import build_shard, build_sharded, merge_shards, parse_shard, read_plan, train_shared
 from .store import check_compatible, describe, load, model_identity, same_model, search
@@ -56,5 +57,5 @@ __all__ = [
     "choose_factory", "choose_ivf_factory", "default_memory", "describe", "estimate_memory", "exact_neighbors",
     "knob", "load", "lower_bound", "make_index", "measure_qps", "measure_recall", "merge_shards", "model_identity",
     "parse_memory", "parse_shard", "per_query_recall", "prepare", "read_plan", "recall_at_k", "same_model", "search",
-    "set_params", "train_shared", "tune",
+    "set_params", "train_shared", "tune", "use_threads",
 ]

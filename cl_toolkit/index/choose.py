@@ -10,7 +10,7 @@ from collections.abc import Callable
 import faiss
 import numpy as np
 
-from ..io import InputError
+from ..io import InputError, auto_threads
 
 FORMAT = 1
 RECALL_K = 10
@@ -144,6 +144,14 @@ def make_index(factory: str, d: int, metric: str) -> faiss.Index:
     except RuntimeError as e:
         raise InputError(f"--kind: unknown or invalid Faiss factory string {factory!r} for dimension {d} "
                          f"({_faiss_msg(e)})") from None
+
+
+def use_threads(threads: int | None = None) -> int:
+    """Faiss's OpenMP threads: ``threads`` when asked for, else the cores other processes leave
+    free (``io.auto_threads``). Returns the count."""
+    n = threads or auto_threads()
+    faiss.omp_set_num_threads(n)
+    return n
 
 
 def write_index(index: faiss.Index, path) -> None:

@@ -13,8 +13,10 @@ and renamed into place. Nothing here imports torch.
 
 from .errors import InputError, TrainingError, check_range
 from .files import (
+    CpuShare,
     atomic_dir,
     atomic_file,
+    auto_threads,
     available_cpus,
     check_output,
     check_writable,
@@ -46,6 +48,8 @@ from .vectors import (
 )
 
 __all__ = [
+    "CpuShare",
+    "auto_threads",
     "FASHION_MNIST_CLASSES",
     "IMAGE_SUFFIXES",
     "ImageSource",

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,60 @@ def thread_count(threads: int | None = None, processes: int = 1) -> int:
     if env.isdigit() and int(env) > 0:
         return int(env)
     return max(1, available_cpus() // max(1, processes))
+
+
+def _proc_stat() -> tuple[int, int] | None:
+    """(busy, total) CPU jiffies of the whole machine since boot, from /proc/stat (Linux)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)          # idle + iowait
+    total = sum(fields[:8])                                           # guest time is inside user
+    return total - idle, total
+
+
+class CpuShare:
+    """How many cores other processes used since the last call: the machine's busy CPU time
+    (/proc/stat) minus this process's own (os.times), over the wall time between samples.
+    ``threads()`` turns it into the thread count that keeps this process off the cores others
+    hold: on a busy machine, threads that wait at every parallel region for a core another
+    process holds waste most of it (docs/benchmarks.md, "A busy CPU")."""
+
+    def __init__(self, cores: int):
+        self.cores = max(1, cores)
+        self._sample = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, tuple[int, int] | None, float]:
+        t = os.times()
+        return time.monotonic(), _proc_stat(), t.user + t.system
+
+    def others(self) -> float | None:
+        """Cores used by other processes since the previous call (None where unknown)."""
+        (t0, s0, own0), now = self._sample, self._now()
+        self._sample = now
+        t1, s1, own1 = now
+        if s0 is None or s1 is None or t1 - t0 <= 0 or s1[1] <= s0[1]:
+            return None
+        machine = (os.cpu_count() or 1) * (s1[0] - s0[0]) / (s1[1] - s0[1])
+        return max(0.0, machine - (own1 - own0) / (t1 - t0))
+
+    def threads(self) -> int | None:
+        """The cores left free by others, at least one (None where unknown)."""
+        others = self.others()
+        return None if others is None else max(1, min(self.cores, round(self.cores - others)))
+
+
+def auto_threads(sample_seconds: float = 0.2) -> int:
+    """The thread count for short work (embedding, tagging, index building) when no ``--threads``
+    and no ``OMP_NUM_THREADS`` is given: the cores other processes leave free over a short sample."""
+    n = thread_count(None)
+    if os.environ.get("OMP_NUM_THREADS"):
+        return n
+    share = CpuShare(n)
+    time.sleep(sample_seconds)
+    return share.threads() or n
 
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)

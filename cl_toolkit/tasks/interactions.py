@@ -45,16 +45,24 @@ def load_data(cfg: Any, mc: Any) -> Interactions:
     return read_interactions(cfg.data, items=mc.items or None, users=mc.users or None)
 
 
-class RecTask(Task):
+class InteractionsTask(Task):
+    """The shared start of the recommendation tasks: the run's interactions (``cfg.data``, or
+    ``data`` already read) with its item / user files, and the method's settings."""
+
+    def __init__(self, cfg: Any, method_cls: type, device: torch.device, data: Interactions | None = None):
+        super().__init__(cfg, method_cls, device, data)
+        self.cfg, self.mc = cfg, cfg.method_config
+        self.inter = data if data is not None else load_data(cfg, self.mc)
+        self.resolved = {"encoder": "feature-towers"}
+
+
+class RecTask(InteractionsTask):
     """Training interactions -> batches of (user features + recent items, item features), for
     two-tower methods. ``catalogue``: every item of the item file and of the interactions."""
 
     def __init__(self, cfg: Any, method_cls: type, device: torch.device, data: Interactions | None = None):
         super().__init__(cfg, method_cls, device, data)
-        mc = cfg.method_config
-        inter = data if data is not None else load_data(cfg, mc)
-        self.resolved = {"encoder": "feature-towers"}
-        self.cfg, self.mc, self.inter = cfg, mc, inter
+        mc, inter = self.mc, self.inter
         self.n, self.hash = len(inter), interactions_hash(inter)
         self.item_vocab = sorted(set(inter.items))
         vocab_pos = {i: k for k, i in enumerate(self.item_vocab)}
@@ -172,15 +180,12 @@ def click_matrix(inter: Interactions, items: list[str]) -> sp.csr_matrix:
     return (sp.diags(1 / np.maximum(norm, 1e-12)) @ m).tocsr()
 
 
-class TwinTask(Task):
+class TwinTask(InteractionsTask):
     """The catalogue's items (those with words), their word ids and their click vectors."""
 
     def __init__(self, cfg: Any, method_cls: type, device: torch.device, data: Interactions | None = None):
         super().__init__(cfg, method_cls, device, data)
-        mc = cfg.method_config
-        inter = data if data is not None else load_data(cfg, mc)
-        self.resolved = {"encoder": "feature-towers"}
-        self.cfg, self.mc, self.inter = cfg, mc, inter
+        mc, inter = self.mc, self.inter
         self.catalogue = inter.catalogue()
         table = inter.item_table
         rows = table.rows if table is not None else {}
