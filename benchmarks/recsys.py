@@ -1,5 +1,10 @@
 """Recommendation benchmark on MovieLens-100k (the built-in ``ml-100k``; needs
-``pip install --no-deps recbole==1.2.1``): baselines and the three methods, full ranking.
+``pip install --no-deps recbole==1.2.1``): baselines and the methods, full ranking.
+
+Methods (``--methods``): the feature towers (``twotower``, ``featmask``, ``twin``; the default), the
+sequential models (``sasrec``, ``cl4srec``, ``duorec``: next-item scores from each user's
+time-ordered history) and the graph models (``lightgcn``, ``sgl``, ``simgcl``: propagated
+embeddings), all through ``cltk recommend``'s library call.
 
 Protocols (``cltk split``, seed 0):
 - ``loo``: leave-one-out in time order. ``--phase valid`` trains on train and scores the
@@ -16,6 +21,8 @@ and ``--threads``; run 1-core rows under ``taskset -c 0``. Baselines (popularity
 commit, the CPU affinity, the load average before and after every row, steps and minutes.
 
     python benchmarks/recsys.py --protocol loo --phase test --minutes 5 --out benchmarks/results/recsys_loo_1core.json
+    taskset -c 0 python benchmarks/recsys.py --phase test --minutes 10 --threads 1 --baselines popularity,als \
+        --methods sasrec,cl4srec,duorec,lightgcn,sgl,simgcl --out benchmarks/results/recsys_loo_seqgraph.json
 """
 
 from __future__ import annotations
@@ -186,7 +193,7 @@ def main() -> None:
                 and all(a["score"] >= b["score"] for a, b in zip(r["items"], r["items"][1:])) for r in big)
         add({"model": method + (f" ({args.tag})" if args.tag else ""), "kind": "method", "ranks": args.ranks,
              "settings": {k: v for k, v in json.loads((run / "config.json").read_text()).items()
-                          if k in ("lr", "batch_size", "weight_decay", "method_config", "optimizer")},
+                          if k in ("lr", "batch_size", "weight_decay", "method_config", "optimizer", "precision")},
              **m, "train_minutes": round(summary["train_seconds"] / 60, 2), "steps": summary["steps"],
              "epochs": summary["epochs"], "recommend_seconds": round(time.perf_counter() - t0, 1),
              "load_before": before, "load_after": load()})

@@ -409,3 +409,54 @@ def twin_bce(z1: Tensor, z2: Tensor, scale: Tensor | float, bias: Tensor | float
     if not keep.any():
         return pos
     return pos + F.softplus(logits[keep]).mean()
+
+
+@fp32
+def next_item_ce(h: Tensor, items: Tensor, targets: Tensor) -> Tensor:
+    """Next-item cross-entropy over the whole catalogue: SASRec (Kang & McAuley 2018) trained with a
+    full softmax instead of one sampled negative (RecBole's ``loss_type='CE'``; Klenitskiy & Vasilev
+    2023, "Turning Dross Into Gold Loss", show it is what makes SASRec strong).
+
+    h: [N, D] sequence representations at N positions, each predicting the item after it;
+    items: [V, D] item embeddings (the output layer, shared with the input embedding);
+    targets: [N] item rows in 0..V-1. With s_nv = h_n . e_v:
+
+        L = mean_n [ -s_n,y(n) + log sum_v exp(s_nv) ]
+    """
+    return F.cross_entropy(h.float() @ items.float().T, targets)
+
+
+def bpr_loss(pos: Tensor, neg: Tensor) -> Tensor:
+    """Bayesian personalised ranking (Rendle et al. 2009), the loss of LightGCN (He et al. 2020):
+    an observed item should score above an unobserved one. pos, neg: [N] scores s(u, i), s(u, j)
+    of a user's observed item i and a sampled unobserved item j:
+
+        L = mean_n -log sigmoid(pos_n - neg_n) = mean_n softplus(neg_n - pos_n)
+    """
+    return F.softplus(neg.float() - pos.float()).mean()
+
+
+def l2_reg(*embeddings: Tensor) -> Tensor:
+    """LightGCN's regulariser on the layer-0 (ego) embeddings of a batch (the official code's
+    ``reg_loss``): each tensor [N, D], N = the batch size:
+
+        R = sum over the tensors of ||E||_F^2 / (2 N)
+    """
+    n = len(embeddings[0])
+    return sum(e.float().pow(2).sum() for e in embeddings) / (2 * n)
+
+
+@fp32
+def node_info_nce(z1: Tensor, z2: Tensor, nodes: Tensor, temperature: float = 0.2) -> Tensor:
+    """InfoNCE between two views of graph nodes (SGL, Wu et al. 2021, arXiv:2010.10783; SimGCL, Yu
+    et al. 2022, arXiv:2112.08679): a node's embedding in view 1 should pick its own embedding in
+    view 2 among those of the batch's other nodes.
+
+    z1, z2: [M, D] the embeddings of every node of one type (users, or items) in each view;
+    ``nodes`` [B]: the batch's node indices (repeats allowed). Over the distinct nodes U of the
+    batch, L2-normalised, q_u = z1_u / |z1_u|, k_u = z2_u / |z2_u|:
+
+        L = mean_{u in U} [ -q_u . k_u / t + log sum_{v in U} exp(q_u . k_v / t) ]
+    """
+    u = torch.unique(nodes)
+    return info_nce(F.normalize(z1[u].float(), dim=-1), F.normalize(z2[u].float(), dim=-1), temperature)

@@ -143,7 +143,8 @@ def every_method(args: dict) -> dict:
     text = {"simcse": {"data": args["posts"], "encoder": args["text_model"]},
             "cdtom": {"data": args["posts"], "encoder": args["text_model"]},
             "clip": {"data": args["pairs"], "method_config": {"text_encoder": args["text_model"], "text_layers": 1}},
-            **{m: {"data": args["rec"], "epochs": 0.1} for m in ("twotower", "featmask", "twin")}}
+            **{m: {"data": args["rec"], "epochs": 0.1} for m in ("twotower", "featmask", "twin", "sasrec", "cl4srec",
+                                                                 "duorec", "lightgcn", "sgl", "simgcl")}}
     steps = {}
     for name in sorted(METHODS):
         run = {"method": name, "data": args["images"], "encoder": "convnet-tiny", "epochs": 2, "batch_size": 16,

@@ -100,7 +100,7 @@ def test_every_method_trains_on_two_ranks(samples, tmp_path, tiny_bert):
     res = torchrun("every_method", tmp_path, {**data, "rec": str(samples / "rec"), "text_model": str(tiny_bert),
                                               "out": str(tmp_path)})
     steps = res[0]["steps"]
-    assert len(steps) == 15 and all(n > 0 for n in steps.values()), steps
+    assert len(steps) == 21 and all(n > 0 for n in steps.values()), steps
     assert res[1]["steps"] == steps
     assert all((tmp_path / m / "encoder").is_dir() for m in steps)
 

@@ -13,7 +13,19 @@ import torch.nn.functional as F
 from cl_toolkit.augment import ViewGenerator, preset
 from cl_toolkit.data import load_images
 from cl_toolkit.encoders import create_encoder
-from cl_toolkit.losses import barlow_loss, byol_loss, info_nce, nt_xent, sinkhorn, swav_loss, vicreg_loss
+from cl_toolkit.losses import (
+    barlow_loss,
+    bpr_loss,
+    byol_loss,
+    info_nce,
+    l2_reg,
+    next_item_ce,
+    node_info_nce,
+    nt_xent,
+    sinkhorn,
+    swav_loss,
+    vicreg_loss,
+)
 from cl_toolkit.methods import get_method, make_config, momentum_schedule, update_momentum
 
 SMALL = {"proj_hidden": 32, "proj_dim": 16}
@@ -389,3 +401,138 @@ def test_cdtom_queue_adds_the_momentum_keys_of_tags_missing_from_the_batch(tiny_
     layer = m.tag_encoder.layers()[-1]
     assert any(o is layer for o, _ in m.momentum_pairs())
     assert not any(o is m.tag_encoder.model.embeddings for o, _ in m.momentum_pairs())
+
+
+# ---------------------------------------------------------------- sequences and graphs
+
+SEQ = {"max_length": 6, "dim": 16, "layers": 1, "heads": 2, "inner": 32, "dropout": 0.0, "attn_dropout": 0.0}
+
+
+def _seq_model(name: str, **mc):
+    from cl_toolkit.encoders.sequence import SASRec
+
+    torch.manual_seed(0)
+    entry = get_method(name)
+    cfg = make_config(entry.config, {**SEQ, **mc})
+    enc = SASRec(12, cfg.max_length, cfg.dim, cfg.layers, cfg.heads, cfg.inner, cfg.dropout, cfg.attn_dropout)
+    return entry.cls(enc, cfg).eval()
+
+
+SEQ_BATCH = {"seq": torch.tensor([[0, 0, 1, 2, 3, 4], [0, 5, 6, 7, 8, 9], [0, 0, 0, 0, 2, 3]]),
+             "target": torch.tensor([[0, 0, 2, 3, 4, 5], [0, 6, 7, 8, 9, 10], [0, 0, 0, 0, 3, 11]])}
+
+
+def test_sasrec_predicts_the_next_item_at_every_position():
+    m = _seq_model("sasrec")
+    loss = m(SEQ_BATCH, 0.5).loss
+    with torch.no_grad():
+        h = m.encoder(SEQ_BATCH["seq"])
+        valid = SEQ_BATCH["target"] > 0
+        table = m.encoder.item_table()
+        want = next_item_ce(h[valid], table, SEQ_BATCH["target"][valid] - 1)
+        same = next_item_ce(h[valid], table, SEQ_BATCH["seq"][valid] - 1)     # predicting the current item
+        last = next_item_ce(h[:, -1], table, SEQ_BATCH["target"][:, -1] - 1)  # the last position only
+    assert loss.item() == pytest.approx(want.item(), abs=1e-5)
+    assert loss.item() != pytest.approx(same.item(), abs=1e-3) and loss.item() != pytest.approx(last.item(), abs=1e-3)
+
+
+def test_cl4srec_contrasts_two_augmented_views_of_each_sequence():
+    m = _seq_model("cl4srec", ssl_weight=0.5, ssl_temperature=0.7)
+    aug1 = torch.tensor([[0, 0, 0, 1, 2, 3], [0, 0, 0, 6, 7, 8], [0, 0, 0, 0, 0, 3]])       # crops
+    aug2 = torch.tensor([[0, 0, 1, 13, 3, 4], [0, 5, 13, 7, 13, 9], [0, 0, 0, 0, 3, 2]])  # mask / reorder
+    batch = {**SEQ_BATCH, "aug1": aug1, "aug2": aug2}
+    loss = m(batch, 0.5).loss
+    with torch.no_grad():
+        main = _seq_model("sasrec")(SEQ_BATCH, 0.5).loss                 # the same weights (seed 0)
+        z1, z2 = m.encoder.last(aug1), m.encoder.last(aug2)
+        want = main + 0.5 * nt_xent(z1, z2, 0.7)
+        same = main + 0.5 * nt_xent(z1, z1, 0.7)
+        plain = main + 0.5 * nt_xent(m.encoder.last(SEQ_BATCH["seq"]), z2, 0.7)
+    assert loss.item() == pytest.approx(want.item(), abs=1e-5)
+    assert loss.item() != pytest.approx(same.item(), abs=1e-3) and loss.item() != pytest.approx(plain.item(), abs=1e-3)
+
+
+def test_duorec_positive_is_a_sequence_with_the_same_next_item_and_masks_its_equals():
+    m = _seq_model("duorec", ssl_weight=0.3)
+    sem = torch.tensor([[0, 0, 0, 7, 8, 9], [0, 0, 1, 2, 3, 4], [0, 0, 0, 0, 0, 2]])
+    batch = {**SEQ_BATCH, "sem": sem, "last": torch.tensor([5, 5, 11])}       # rows 0 and 1 lead to item 5
+    loss = m(batch, 0.5).loss
+    with torch.no_grad():
+        main = _seq_model("sasrec")(SEQ_BATCH, 0.5).loss
+        z1, z2 = m.encoder.last(SEQ_BATCH["seq"]), m.encoder.last(sem)
+        mask = batch["last"][:, None] == batch["last"][None, :]
+        want = main + 0.3 * nt_xent(z1, z2, 1.0, mask)
+        unmasked = main + 0.3 * nt_xent(z1, z2, 1.0)
+        unsupervised = main + 0.3 * nt_xent(z1, z1, 1.0, mask)             # the dropout view alone
+    assert loss.item() == pytest.approx(want.item(), abs=1e-5)
+    assert loss.item() != pytest.approx(unmasked.item(), abs=1e-3)
+    assert loss.item() != pytest.approx(unsupervised.item(), abs=1e-3)
+
+
+GRAPH_USERS, GRAPH_ITEMS = torch.tensor([0, 0, 1, 1, 2, 2, 3]), torch.tensor([0, 1, 1, 2, 2, 3, 4])
+GRAPH_BATCH = {"user": torch.tensor([0, 1, 2, 1]), "pos": torch.tensor([1, 2, 3, 1]), "neg": torch.tensor([4, 0, 0, 3])}
+
+
+def _graph_model(name: str, **mc):
+    from cl_toolkit.encoders.graph import normalized_adjacency
+
+    torch.manual_seed(0)
+    entry = get_method(name)
+    adj = normalized_adjacency(GRAPH_USERS, GRAPH_ITEMS, 4, 5)
+    return entry.cls(4, 5, adj, (GRAPH_USERS, GRAPH_ITEMS), make_config(entry.config, {"dim": 8, **mc}))
+
+
+def _bpr(m, users, items):
+    b, e = GRAPH_BATCH, m.encoder
+    u, i, j = users[b["user"]], items[b["pos"]], items[b["neg"]]
+    reg = l2_reg(e.users(b["user"]), e.items(b["pos"]), e.items(b["neg"]))
+    return bpr_loss((u * i).sum(1), (u * j).sum(1)) + m.cfg.reg_weight * reg
+
+
+def test_lightgcn_scores_propagated_embeddings_with_bpr():
+    m = _graph_model("lightgcn", reg_weight=0.01)
+    loss = m(GRAPH_BATCH, 0.5).loss
+    with torch.no_grad():
+        users, items = m.encoder(m.adj)
+        ego_u, ego_i = m.encoder.users.weight, m.encoder.items.weight
+        assert loss.item() == pytest.approx(_bpr(m, users, items).item(), abs=1e-6)
+        assert loss.item() != pytest.approx(_bpr(m, ego_u, ego_i).item(), abs=1e-4)   # no propagation: MF
+
+
+def test_sgl_contrasts_two_dropped_edge_views_of_each_node():
+    m = _graph_model("sgl", ssl_weight=0.2, ssl_temperature=0.5, drop_ratio=0.3)
+    torch.manual_seed(5)
+    loss = m(GRAPH_BATCH, 0.5).loss
+    with torch.no_grad():
+        users, items = m.encoder(m.adj)
+        torch.manual_seed(5)
+        v1, v2 = m.view(), m.view()
+        assert not torch.equal(v1.to_dense(), v2.to_dense())           # two different dropped-edge graphs
+        u1, i1 = m.encoder(v1)
+        u2, i2 = m.encoder(v2)
+        ssl = node_info_nce(u1, u2, GRAPH_BATCH["user"], 0.5) + node_info_nce(i1, i2, GRAPH_BATCH["pos"], 0.5)
+        want = _bpr(m, users, items) + 0.2 * ssl
+        full = node_info_nce(users, users, GRAPH_BATCH["user"], 0.5) + node_info_nce(items, items, GRAPH_BATCH["pos"],
+                                                                                     0.5)
+    assert loss.item() == pytest.approx(want.item(), abs=1e-5)
+    assert loss.item() != pytest.approx((_bpr(m, users, items) + 0.2 * full).item(), abs=1e-4)   # unperturbed views
+
+
+def test_simgcl_contrasts_two_noisy_propagations_without_the_ego_layer():
+    m = _graph_model("simgcl", ssl_weight=0.4, ssl_temperature=0.3, noise=0.2)
+    torch.manual_seed(7)
+    loss = m(GRAPH_BATCH, 0.5).loss
+    with torch.no_grad():
+        users, items = m.encoder(m.adj, with_ego=False)
+        torch.manual_seed(7)
+        u1, i1 = m.encoder(m.adj, noise=0.2, with_ego=False)
+        u2, i2 = m.encoder(m.adj, noise=0.2, with_ego=False)
+        t = 0.3
+        ssl = node_info_nce(u1, u2, GRAPH_BATCH["user"], t) + node_info_nce(i1, i2, GRAPH_BATCH["pos"], t)
+        want = _bpr(m, users, items) + 0.4 * ssl
+        ego_u, ego_i = m.encoder(m.adj)                                  # LightGCN's mean with the ego layer
+        with_ego = _bpr(m, ego_u, ego_i) + 0.4 * ssl
+        clean = node_info_nce(users, users, GRAPH_BATCH["user"], t) + node_info_nce(items, items, GRAPH_BATCH["pos"], t)
+    assert loss.item() == pytest.approx(want.item(), abs=1e-5)
+    assert loss.item() != pytest.approx(with_ego.item(), abs=1e-4)
+    assert loss.item() != pytest.approx((_bpr(m, users, items) + 0.4 * clean).item(), abs=1e-4)   # no noise

@@ -45,3 +45,44 @@ def test_cli_bad_interactions_one_line(cli, tmp_path):
     j.write_text('{"user": "u1", "item": "i1"}\n{"user": "u2"}\n')
     one_line_error(cli("eval", "rec", "--pred", j, "--test", j), "bad.jsonl:1", "'items'")
     assert not (tmp_path / "s").exists()
+
+
+def _loo(samples, out):
+    from cl_toolkit.io.interactions import read_interactions
+    from cl_toolkit.recdata import split, write_split
+
+    return write_split(split(read_interactions(samples / "rec" / "sample.inter"), "loo"), out)["files"]
+
+
+def test_cli_sequence_pretrain_recommend_new_session_eval(cli, samples, tmp_path):
+    files = _loo(samples, tmp_path / "loo")
+    r = cli("pretrain", "--method", "cl4srec", "--data", files["train"], "--out", tmp_path / "run", "--epochs", "2",
+            "--batch-size", "32", "--threads", "1", "--quiet", "--set", "max_length=20", "--set", "dim=32")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["complete"] and (tmp_path / "run" / "encoder" / "sequence" / "sequence.json").is_file()
+    session = tmp_path / "session.jsonl"
+    session.write_text('{"user": "visitor", "item": "i003", "ts": 1}\n{"user": "visitor", "item": "i009", "ts": 2}\n')
+    r = cli("recommend", tmp_path / "run", "--k", "5", "--history", session, "--out", tmp_path / "recs.jsonl")
+    assert r.returncode == 0, r.stderr
+    recs = {x["user"]: x["items"] for x in map(json.loads, (tmp_path / "recs.jsonl").read_text().splitlines())}
+    assert len(recs) == 61 and len(recs["visitor"]) == 5                   # 60 users + the new session
+    assert not {"i003", "i009"} & {x["item"] for x in recs["visitor"]}
+    r = cli("eval", "rec", "--pred", tmp_path / "recs.jsonl", "--test", files["test"], "--train", files["train"])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["users"] == 60
+
+
+def test_cli_graph_pretrain_recommend_eval(cli, samples, tmp_path):
+    files = _loo(samples, tmp_path / "loo")
+    r = cli("pretrain", "--method", "simgcl", "--data", files["train"], "--out", tmp_path / "run", "--epochs", "3",
+            "--batch-size", "256", "--threads", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["complete"] and (tmp_path / "run" / "encoder" / "graph" / "graph.json").is_file()
+    r = cli("recommend", tmp_path / "run", "--k", "100")                    # more than the catalogue: every unseen item
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(x) for x in r.stdout.splitlines()]
+    scores = [x["score"] for x in recs[0]["items"]]
+    assert len(recs) == 60 and scores == sorted(scores, reverse=True)
+    r = cli("eval", "rec", "--pred", "-", "--test", files["test"], "--train", files["train"], input=r.stdout)
+    assert r.returncode == 0, r.stderr
+    assert 0 < json.loads(r.stdout)["hr@10"] <= 1

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cl_toolkit.augment_features import correlated_groups, correlated_masks, feature_masks, random_masks
-from cl_toolkit.losses import info_nce, sampled_softmax, twin_bce
+from cl_toolkit.losses import bpr_loss, info_nce, l2_reg, next_item_ce, node_info_nce, sampled_softmax, twin_bce
 from cl_toolkit.recdata import mutual_information
 
 
@@ -83,3 +83,35 @@ def test_mutual_information_and_correlated_groups():
     assert all(any((row == groups[s]).all() for s in range(4)) for row in m1)
     mixed1, mixed2 = feature_masks("mixed", 32, 4, groups, torch.Generator().manual_seed(2))
     assert (mixed1 ^ mixed2).all() and (mixed1.sum(1) == 2).all()
+
+
+def test_next_item_ce_hand_value():
+    h = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    items = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    # row 0: logits (1, 0, 1), target 0; row 1: logits (0, 2, 2), target 2
+    l0 = -1 + math.log(2 * math.e + 1)
+    l1 = -2 + math.log(1 + 2 * math.exp(2))
+    assert next_item_ce(h, items, torch.tensor([0, 2])).item() == pytest.approx((l0 + l1) / 2, abs=1e-6)
+
+
+def test_bpr_and_l2_hand_values():
+    want = (math.log(1 + math.exp(-1)) + math.log(1 + math.e)) / 2       # -log sigmoid(2-1), -log sigmoid(0-1)
+    assert bpr_loss(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0])).item() == pytest.approx(want, abs=1e-6)
+    # (|(3, 4)|^2 + |(1, 0)|^2 + |(0, 2)|^2 + |(0, 0)|^2) / (2 * 2 rows)
+    a, b = torch.tensor([[3.0, 4.0], [1.0, 0.0]]), torch.tensor([[0.0, 2.0], [0.0, 0.0]])
+    assert l2_reg(a, b).item() == pytest.approx(30 / 4)
+
+
+def test_node_info_nce_hand_value():
+    """SGL / SimGCL: the batch's distinct nodes, cosine / t, own view-2 embedding the positive."""
+    z1 = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])     # node 2 is not in the batch
+    z2 = torch.tensor([[0.6, 0.8], [0.0, 3.0], [1.0, 0.0]])
+    nodes = torch.tensor([1, 0, 1])                             # node 1 twice: counted once
+    # q0 = (1, 0), q1 = (0, 1); k0 = (0.6, 0.8), k1 = (0, 1); t = 0.5
+    l0 = -1.2 + math.log(math.exp(1.2) + 1)
+    l1 = -2.0 + math.log(math.exp(1.6) + math.exp(2.0))
+    assert node_info_nce(z1, z2, nodes, 0.5).item() == pytest.approx((l0 + l1) / 2, abs=1e-6)
+    # the two views swapped give the other direction's value
+    l0s = -1.2 + math.log(math.exp(1.2) + math.exp(1.6))
+    l1s = -2.0 + math.log(1 + math.exp(2.0))
+    assert node_info_nce(z2, z1, nodes, 0.5).item() == pytest.approx((l0s + l1s) / 2, abs=1e-6)

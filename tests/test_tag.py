@@ -136,7 +136,7 @@ def test_cdtom_resume_ends_with_the_same_weights(tiny_bert, tmp_path, samples):
     def cfg(out):
         return resolve_config({"method": "cdtom", "data": str(samples / "posts.jsonl"), "out": str(out),
                                "encoder": str(tiny_bert), "epochs": 3, "batch_size": 32, "checkpoint_every": 2,
-                               "threads": 1})
+                               "threads": 1})     # a pinned count: threads that follow free cores change sums
 
     pretrain(cfg(tmp_path / "a"), quiet=True)
     pretrain(cfg(tmp_path / "b"), quiet=True, stop_at_step=5)

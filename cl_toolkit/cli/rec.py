@@ -78,14 +78,16 @@ def eval_rec(
 
 @app.command()
 def recommend(
-    run: Annotated[str, typer.Argument(help="A run dir of twotower, featmask or twin.")],
+    run: Annotated[str, typer.Argument(help="A run dir of a recommendation method: twotower, featmask, twin, sasrec, "
+                                       "cl4srec, duorec, lightgcn, sgl or simgcl.")],
     users: Annotated[Optional[str], typer.Option(help="User ids one a line, or a user file (- for stdin). Default: "
-                                                 "every user of the training data.")] = None,
+                                                 "every user of the training data and of --history.")] = None,
     k: Annotated[int, typer.Option(min=1, help="Items per user.")] = 10,
     candidates: Annotated[Optional[str], typer.Option(help="Rank only these items: ids one a line, or an item file "
                                                       "(its new items are embedded from their features).")] = None,
-    history: Annotated[Optional[str], typer.Option(help="More interactions (e.g. after training, or of new users): "
-                                                   "added to the users' histories.")] = None,
+    history: Annotated[Optional[str], typer.Option(help="More interactions (e.g. after training, or new sessions): "
+                                                   "added to the users' histories, after their training items; "
+                                                   "sequence models predict the next item from them.")] = None,
     include_seen: Annotated[bool, typer.Option(help="Also recommend items the user already interacted "
                                                "with.")] = False,
     out: Annotated[str, typer.Option("--out", "-o", help="JSONL file to write; - for stdout.")] = "-",
@@ -93,12 +95,15 @@ def recommend(
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
 ) -> None:
     """Top-k items for each user, best first, one JSON line per user: {"user", "items": [{"item",
-    "score"}]} (score: cosine of the user and item embeddings); items the user interacted with are
-    left out unless --include-seen.
+    "score"}]} (score: cosine of the user and item embeddings for tower models, the next-item score
+    of a sequence model from the user's time-ordered history, the dot product of propagated
+    embeddings for a graph model); items the user interacted with are left out unless --include-seen.
 
     Example: cltk recommend runs/rec --k 10 > recs.jsonl
 
     Example: cltk recommend runs/rec --candidates cold_items.txt --k 20   (rank only new items)
+
+    Example: cltk recommend runs/sasrec --history session.jsonl --users - < session_users.txt   (new sessions)
     """
     import contextlib
 

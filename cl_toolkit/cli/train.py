@@ -17,8 +17,9 @@ def pretrain(
     out: Annotated[Path, typer.Option(help="Run dir to create (or continue with --resume).")],
     data: Annotated[Optional[str], typer.Option(
         help="Image folder, JSONL records (images; texts for simcse; posts with tags for cdtom), or "
-             "fashion-mnist:train; for twotower / featmask / twin: interactions (a folder of RecBole atomic files, "
-             "a .inter file, a JSONL with --items) or ml-100k.")] = None,
+             "fashion-mnist:train; for the recommendation methods (twotower, featmask, twin, sasrec, cl4srec, duorec, "
+             "lightgcn, sgl, simgcl): interactions (a folder of RecBole atomic files, a .inter file, a JSONL with "
+             "--items) or ml-100k.")] = None,
     method: Annotated[Optional[str], typer.Option(help="Method name (see `cltk methods`). Default: byol.")] = None,
     encoder: Annotated[Optional[str], typer.Option(
         help="Encoder name (see `cltk encoders`). Default by image size.")] = None,

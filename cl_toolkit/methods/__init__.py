@@ -58,13 +58,19 @@ def load_all() -> dict[str, MethodEntry]:
         barlow,
         byol,
         cdtom,
+        cl4srec,
         clip,
         directpred,
+        duorec,
         featmask,
+        lightgcn,
         mocov2,
         mocov3,
+        sasrec,
+        sgl,
         simclr,
         simcse,
+        simgcl,
         simsiam,
         swav,
         twin,
@@ -85,7 +91,7 @@ def get_method(name: str) -> MethodEntry:
 # Method settings that must be positive, and those that are fractions in [0, 1], by name: the
 # conventions every method's Config follows (a new field with such a name is checked too).
 POSITIVE = ("temperature", "_dim", "_hidden", "_size", "prototypes", "freq", "_iters", "_eps", "_length")
-FRACTIONS = ("momentum", "rho", "holdout", "same_caption", "freeze_prototypes", "dup_rate")
+FRACTIONS = ("momentum", "rho", "holdout", "same_caption", "freeze_prototypes", "dup_rate", "dropout", "_ratio")
 BELOW_ONE = ("tau_plus",)      # in [0, 1): DCL's class prior divides by 1 - tau_plus
 
 

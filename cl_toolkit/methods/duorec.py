@@ -1,0 +1,67 @@
+"""DuoRec (Qiu et al. 2022, "Contrastive Learning for Representation Degeneration Problem in
+Sequential Recommendation", WSDM, arXiv:2110.05730): SASRec plus contrastive regularisation
+with a model-level and a supervised view, against the representation degeneration (item
+embeddings crowding into a narrow cone) that the next-item loss alone leads to.
+
+- Model-level augmentation: dropout. The window's last-position representation is taken from the
+  pass that also gives the next-item loss (the paper's code makes one more pass for it; a pass
+  with fresh dropout masks is the same kind of view, and sharing it saves a third of the step);
+  the positive passes the encoder under its own dropout masks.
+- Supervised positive: another training prefix, of any user, whose next item is the window's
+  last target (``tasks.sequences.DuoRecTask``); sequences that lead to the same item should be
+  represented alike.
+- The two meet in NT-Xent (``losses.nt_xent``, dot products, t = ``ssl_temperature``): the
+  dropout view of the sequence against its semantic positive (the paper's final "us_x" form),
+  the batch's other views as negatives, except views whose sequences have the same next item
+  (they are positives too, so they are masked out of the denominators):
+
+    L = L_SASRec + ssl_weight * NT-Xent(h'_last(s), h'_last(s+); mask: same next item)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import dist
+from ..encoders.sequence import SASRec as SASRecEncoder
+from ..losses import nt_xent
+from ..tasks.sequences import DuoRecTask
+from . import register_method
+from .base import Method, StepOutput
+from .sasrec import Config as SASRecConfig
+from .sasrec import SASRec, next_item_loss
+
+
+@dataclass
+class Config(SASRecConfig):
+    ssl_weight: float = 0.1         # lambda
+    ssl_temperature: float = 1.0    # on dot products, as the paper's code
+    mask_same_target: bool = True   # views with the same next item are not negatives
+
+
+@register_method("duorec", "sequential recommendation: SASRec + NT-Xent between a dropout view of each sequence "
+                 "and another sequence with the same next item (supervised positive)",
+                 "Qiu et al. 2022, Contrastive Learning for Representation Degeneration Problem in Sequential "
+                 "Recommendation, arXiv:2110.05730")
+class DuoRec(Method):
+    defaults = dict(SASRec.defaults)
+    task = DuoRecTask
+
+    def __init__(self, encoder: SASRecEncoder, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder
+
+    def forward(self, batch: dict, progress: float) -> StepOutput:
+        n = len(batch["seq"])
+        h = self.encoder(torch.cat([batch["seq"], batch["sem"]]))      # one pass, larger products
+        main = next_item_loss(self.encoder, h[:n], batch["target"])
+        z1, z2 = h[:n, -1].float(), h[n:, -1].float()
+        (k1, offset), (k2, _) = dist.gather(z1), dist.gather(z2)
+        mask = None
+        if self.cfg.mask_same_target:
+            mask = batch["last"][:, None] == dist.gather_nograd(batch["last"])[None, :]
+        ssl = nt_xent(z1, z2, self.cfg.ssl_temperature, mask, keys=(k1, k2), offset=offset)
+        return StepOutput(main + self.cfg.ssl_weight * ssl, z1.detach(), z2.detach())
