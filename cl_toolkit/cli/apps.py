@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import app, print_json
+from .common import Device, Quiet, Threads, app, print_json
 
 
 @app.command()
@@ -22,11 +22,10 @@ def tag(
                                                        "right; zero-shot it is the cosine.")] = None,
     out: Annotated[str, typer.Option("--out", "-o", help="JSONL file to write; - for stdout.")] = "-",
     batch_size: Annotated[int, typer.Option(min=1, help="Posts per forward pass (length-sorted).")] = 128,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: the cores other processes "
-                                                   "leave free).")] = None,
+    device: Device = "auto",
+    threads: Threads = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Hashtag generation: the top-k tags of each post by nearest-neighbour search of the tag
     index, one JSON line per post: {"id", "tags": [{"tag", "score"}, ...]}.
@@ -78,11 +77,10 @@ def mine(
     sampling: Annotated[str, typer.Option(help="top (the nearest that pass) | random (drawn among them).")] = "top",
     seed: Annotated[int, typer.Option(min=0, help="Seed for --sampling random.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Records per forward pass.")] = 256,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: the cores other processes "
-                                                   "leave free).")] = None,
+    device: Device = "auto",
+    threads: Threads = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Mine hard negatives: for each record, the model's nearest candidates that are not the record
     itself or a known positive, in the rank window and under the margin, written as its 'negative'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Annotated, Optional
 
 import typer
 
@@ -17,6 +18,13 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]})
 eval_app = typer.Typer(help="Evaluate embeddings or models; JSON on stdout.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
+
+
+# options several commands share, declared once
+Device = Annotated[str, typer.Option(help="auto | cpu | cuda.")]
+Threads = Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: the cores other processes "
+                                                "leave free).")]
+Quiet = Annotated[bool, typer.Option(help="No progress bar.")]
 
 
 def print_json(obj) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..io import InputError
-from .common import eval_app, print_json
+from .common import Device, eval_app, print_json
 
 
 @eval_app.command("knn")
@@ -19,7 +19,7 @@ def eval_knn(
     k: Annotated[int, typer.Option(min=1, help="Neighbours that vote.")] = 20,
     temperature: Annotated[float, typer.Option(help="Vote weight exp(sim / temperature).")] = 0.07,
     center: Annotated[bool, typer.Option(help="Subtract the bank mean before normalising.")] = False,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    device: Device = "auto",
 ) -> None:
     """Weighted kNN accuracy (k=20, t=0.07, cosine) of labelled queries against a labelled bank.
 
@@ -40,7 +40,7 @@ def eval_linear(
     model: Annotated[Optional[str], typer.Option(help="Run dir or encoder folder to embed --train/--test "
                                                  "with.")] = None,
     weight_decay: Annotated[float, typer.Option(help="L2 penalty of the logistic regression.")] = 1e-4,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    device: Device = "auto",
 ) -> None:
     """Linear-probe accuracy: logistic regression (L-BFGS) on standardised --train features, top-1 on --test.
 
@@ -92,7 +92,7 @@ def eval_zeroshot(
     classes: Annotated[str, typer.Option(help="One class a line: LABEL, or LABEL<TAB>name used in the prompts.")],
     templates: Annotated[Optional[str], typer.Option(help="Prompt templates, one a line with {} for the class name "
                                                      "(default: 'a photo of a {}.').")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    device: Device = "auto",
 ) -> None:
     """Zero-shot classification: class-name prompts through the text tower, accuracy of the
     nearest class for each image through the image tower; JSON on stdout.

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..io import InputError
-from .common import app, eval_app, print_json
+from .common import Device, app, eval_app, print_json
 
 
 @app.command("split")
@@ -91,7 +91,7 @@ def recommend(
     include_seen: Annotated[bool, typer.Option(help="Also recommend items the user already interacted "
                                                "with.")] = False,
     out: Annotated[str, typer.Option("--out", "-o", help="JSONL file to write; - for stdout.")] = "-",
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    device: Device = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
 ) -> None:
     """Top-k items for each user, best first, one JSON line per user: {"user", "items": [{"item",

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..io import InputError
-from .common import app, print_json
+from .common import Device, Quiet, app, print_json
 
 
 @app.command()
@@ -46,7 +46,7 @@ def pretrain(
                                             "e.g. --set temperature=0.1 --set 'encoder_args={\"width\":64}'.")] = [],  # noqa: B006
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
     force: Annotated[bool, typer.Option(help="Overwrite an existing run dir.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: Quiet = False,
     report: Annotated[bool, typer.Option(help="Write report.html + PNG curves (loss, lr, collapse statistics, "
                                          "kNN accuracy) into the run dir at the end.")] = False,
     knn_every: Annotated[Optional[int], typer.Option(min=1, help="Measure weighted-kNN accuracy every N steps (needs "
@@ -126,7 +126,7 @@ def finetune(
     lr: Annotated[float, typer.Option(help="Peak learning rate (full fine-tuning, AdamW, cosine).")] = 1e-3,
     weight_decay: Annotated[float, typer.Option(help="L2 penalty of the probe / AdamW weight decay.")] = 1e-4,
     seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    device: Device = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite an existing output run dir.")] = False,
 ) -> None:
     """Supervised transfer of a pretrained encoder: a linear probe (logistic regression on frozen,

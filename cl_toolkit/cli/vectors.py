@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..io import InputError
-from .common import app, print_json
+from .common import Device, Quiet, Threads, app, print_json
 
 
 @app.command()
@@ -25,11 +25,10 @@ def embed(
              "item for a recommendation run. Default: what the model takes.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Records per forward pass.")] = 512,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = True,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: the cores other processes "
-                                                   "leave free).")] = None,
+    device: Device = "auto",
+    threads: Threads = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing output folder.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Turn images or texts into an embeddings folder (embeddings.npy, meta.jsonl, info.json).
 
@@ -92,10 +91,9 @@ def build_index(
     merge: Annotated[bool, typer.Option(help="Merge the shards in --out into the index folder --out.")] = False,
     seed: Annotated[Optional[int], typer.Option(min=0, help="Seed for the training sample and the held-out queries "
                                                 "(default 0).")] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: the cores other processes "
-                                                   "leave free).")] = None,
+    threads: Threads = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing index folder.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Build a Faiss index folder (index.faiss, meta.jsonl, info.json): choose the index type,
     train, add, measure recall@10 against exact search on held-out vectors and tune the search
@@ -165,9 +163,8 @@ def match(
     exclude_self: Annotated[bool, typer.Option(help="Drop a neighbour whose id is the query's id.")] = False,
     out: Annotated[str, typer.Option("--out", "-o", help="JSONL file to write; - for stdout.")] = "-",
     batch_size: Annotated[int, typer.Option(min=1, help="Records per forward pass when embedding.")] = 256,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: the cores other processes "
-                                                   "leave free).")] = None,
+    device: Device = "auto",
+    threads: Threads = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
 ) -> None:
     """Nearest neighbours of each query in an index: one JSON line per query with its fields and
