@@ -18,16 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from .. import dist
 from ..encoders.sequence import SASRec as SASRecEncoder
-from ..losses import nt_xent
 from ..tasks.sequences import CL4SRecTask
 from . import register_method
 from .base import Method, StepOutput
 from .sasrec import Config as SASRecConfig
-from .sasrec import SASRec, next_item_loss
+from .sasrec import SASRec, next_item_and_views
 
 
 @dataclass
@@ -52,10 +48,5 @@ class CL4SRec(Method):
         self.encoder = encoder
 
     def forward(self, batch: dict, progress: float) -> StepOutput:
-        n = len(batch["seq"])
-        h = self.encoder(torch.cat([batch["seq"], batch["aug1"], batch["aug2"]]))   # one pass, larger products
-        main = next_item_loss(self.encoder, h[:n], batch["target"])
-        z1, z2 = h[n:2 * n, -1].float(), h[2 * n:, -1].float()
-        (k1, offset), (k2, _) = dist.gather(z1), dist.gather(z2)
-        ssl = nt_xent(z1, z2, self.cfg.ssl_temperature, keys=(k1, k2), offset=offset)
-        return StepOutput(main + self.cfg.ssl_weight * ssl, z1.detach(), z2.detach())
+        return next_item_and_views(self.encoder, batch, ["aug1", "aug2"], self.cfg.ssl_temperature,
+                                   self.cfg.ssl_weight)

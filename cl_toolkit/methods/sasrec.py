@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
+from .. import dist
 from ..encoders.sequence import SASRec as SASRecEncoder
-from ..losses import next_item_ce
+from ..losses import next_item_ce, nt_xent
 from ..tasks.sequences import SequenceTask
 from . import register_method
 from .base import Method, StepOutput
@@ -45,6 +47,20 @@ def next_item_loss(encoder: SASRecEncoder, h: Tensor, target: Tensor) -> Tensor:
     """``next_item_ce`` at the positions of ``h`` [B, L, D] that have a next item (``target`` > 0)."""
     valid = target > 0
     return next_item_ce(h[valid], encoder.item_table(), target[valid] - 1)
+
+
+def next_item_and_views(encoder: SASRecEncoder, batch: dict, views: list[str], temperature: float, weight: float,
+                        mask: Tensor | None = None) -> StepOutput:
+    """The objective CL4SRec and DuoRec share: SASRec's next-item loss on ``batch["seq"]`` plus
+    ``weight`` x NT-Xent (gathered over ranks, ``mask`` of known positives) between the last
+    positions of the last two of ``seq`` + ``views``, all encoded in one pass (larger products)."""
+    n = len(batch["seq"])
+    h = encoder(torch.cat([batch["seq"], *(batch[v] for v in views)]))
+    main = next_item_loss(encoder, h[:n], batch["target"])
+    z1, z2 = h[-2 * n:-n, -1].float(), h[-n:, -1].float()
+    (k1, offset), (k2, _) = dist.gather(z1), dist.gather(z2)
+    ssl = nt_xent(z1, z2, temperature, mask, keys=(k1, k2), offset=offset)
+    return StepOutput(main + weight * ssl, z1.detach(), z2.detach())
 
 
 def monitor_views(encoder: SASRecEncoder, h: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
