@@ -57,6 +57,18 @@ def test_cdtom_finetunes_only_the_top_layer(tiny_bert, tmp_path, samples):
     assert not torch.equal(post.head.weight, torch.eye(32))
 
 
+def test_cdtom_towers_share_the_frozen_weights_and_train_their_own(tiny_bert, samples):
+    from cl_toolkit.encoders import create_text_encoder
+    from cl_toolkit.methods.cdtom import CDTOM, Config
+
+    m = CDTOM(create_text_encoder(tiny_bert, 32, head=True), Config(finetune_layers=1), start_layer=1)
+    post, tag = dict(m.encoder.named_parameters()), dict(m.tag_encoder.named_parameters())
+    assert post.keys() == tag.keys()
+    for name, p in post.items():     # one copy of what is frozen, two of what trains
+        assert (p is tag[name]) == (not p.requires_grad), name
+    assert any(not p.requires_grad for p in post.values()) and any(p.requires_grad for p in post.values())
+
+
 def test_cdtom_beats_zero_shot_and_cli_tags(cli, tmp_path, samples):
     """The real MiniLM: heads trained on the sample posts rank their gold tags better than the
     zero-shot tagger with the same tag list (a fit on the training posts, a real learning signal)."""

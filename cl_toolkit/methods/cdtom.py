@@ -68,7 +68,10 @@ class CDTOM(Method):
         self.cfg, self.start = cfg, start_layer
         encoder.freeze_below(start_layer)   # the layers below are cached
         self.encoder = encoder
-        self.tag_encoder = encoder if cfg.shared_towers else copy.deepcopy(encoder)
+        # the towers differ only in what trains: the tag tower shares the frozen weights (the
+        # embeddings and the cached layers) instead of holding a copy of them
+        frozen = {id(p): p for p in encoder.parameters() if not p.requires_grad}
+        self.tag_encoder = encoder if cfg.shared_towers else copy.deepcopy(encoder, memo=frozen)
         self.queued = cfg.queue > 0
         if self.queued:
             self.momentum_tags = momentum_copy(self.tag_encoder)    # the frozen lower layers are shared
