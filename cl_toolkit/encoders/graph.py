@@ -115,17 +115,28 @@ class LightGCN(nn.Module):
         return e[:self.n_users], e[self.n_users:]
 
 
+def edge_keep(n_edges: int, ratio: float, device: torch.device | str = "cpu") -> Tensor:
+    """SGL's edge dropout as a mask [E]: each (user, item) edge kept with probability 1 - ratio."""
+    return torch.rand(n_edges, device=device) >= ratio
+
+
+def node_keep(users: Tensor, items: Tensor, n_users: int, n_items: int, ratio: float) -> Tensor:
+    """SGL's node dropout as an edge mask [E]: each user and item dropped with probability
+    ``ratio``, with its edges."""
+    du = torch.rand(n_users, device=users.device) < ratio
+    di = torch.rand(n_items, device=users.device) < ratio
+    return ~(du[users] | di[items])
+
+
 def edge_dropout(users: Tensor, items: Tensor, ratio: float) -> tuple[Tensor, Tensor]:
-    """SGL's edge dropout: each (user, item) edge kept with probability 1 - ratio."""
-    keep = torch.rand(len(users), device=users.device) >= ratio
+    """The edges ``edge_keep`` keeps."""
+    keep = edge_keep(len(users), ratio, users.device)
     return users[keep], items[keep]
 
 
 def node_dropout(users: Tensor, items: Tensor, n_users: int, n_items: int, ratio: float) -> tuple[Tensor, Tensor]:
-    """SGL's node dropout: each user and item dropped with probability ``ratio``, with its edges."""
-    du = torch.rand(n_users, device=users.device) < ratio
-    di = torch.rand(n_items, device=users.device) < ratio
-    keep = ~(du[users] | di[items])
+    """The edges ``node_keep`` keeps."""
+    keep = node_keep(users, items, n_users, n_items, ratio)
     return users[keep], items[keep]
 
 
