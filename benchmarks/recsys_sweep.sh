@@ -30,5 +30,12 @@ weights)
         run "simgcl_w$w" --baselines "" --methods simgcl --set "simgcl:ssl_weight=$w"
     done
     ;;
+views)   # after SGL's views became per-epoch (as the paper's code): its weight and temperature again
+    for wt in 0.02:0.2 0.05:0.2 0.1:0.2 0.05:0.5; do
+        w=${wt%:*}; t=${wt#*:}
+        run "sgl_epochviews_w${w}_t$t" --baselines "" --methods sgl --set "sgl:ssl_weight=$w" --set "sgl:ssl_temperature=$t"
+    done
+    run simgcl_w0.001 --baselines "" --methods simgcl --set "simgcl:ssl_weight=0.001"
+    ;;
 *) echo "unknown stage $1" >&2; exit 2 ;;
 esac
