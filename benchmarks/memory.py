@@ -10,6 +10,7 @@ Post sets larger than the debtags training split are the split repeated with new
 grows with posts x tokens x width, whatever the texts say).
 
     python benchmarks/memory.py [--baseline fdd1441] [--posts 5000,26830,58690] [--before-posts 5000,26830]
+                                [--methods cdtom,clip,simcse] [--env KEY=VALUE ...]
 
 Writes benchmarks/results/memory.json.
 
@@ -37,6 +38,7 @@ from cl_toolkit.runtime import environment  # noqa: E402
 
 DEBTAGS = ROOT / "benchmarks" / "data" / "debtags"
 PAIRS = ROOT / "benchmarks" / "data" / "fmnist_pairs"
+EXTRA_ENV: dict[str, str] = {}     # --env: set for every measured process (e.g. a glibc malloc setting)
 
 
 def posts_file(n: int, out: Path) -> Path:
@@ -50,7 +52,7 @@ def posts_file(n: int, out: Path) -> Path:
 def peak_rss(tree: Path, args: list[str]) -> dict:
     """Run ``cltk ARGS`` from ``tree`` under GNU time: peak RSS (MB), wall seconds, exit code."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as t:
-        env = {**os.environ, "PYTHONPATH": str(tree)}
+        env = {**os.environ, **EXTRA_ENV, "PYTHONPATH": str(tree)}
         r = subprocess.run(["/usr/bin/time", "-f", "%M %e", "-o", t.name, sys.executable, "-m", "cl_toolkit", *args],
                            capture_output=True, text=True, env=env, cwd=tree)
         kb, secs = t.read().split()[-2:]
@@ -93,8 +95,12 @@ def main() -> None:
     ap.add_argument("--part", choices=["rss", "quality"], default="rss")
     ap.add_argument("--steps", type=int, default=40, help="--part rss: training steps of each row")
     ap.add_argument("--epochs", type=float, default=2, help="--part quality: training epochs of both runs")
+    ap.add_argument("--methods", default="cdtom,clip,simcse", help="--part rss: which rows")
+    ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for every measured process (repeatable)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    EXTRA_ENV.update(kv.split("=", 1) for kv in args.env)
+    methods = args.methods.split(",")
     name = "memory.json" if args.part == "rss" else "memory_quality.json"
     args.out = args.out or str(ROOT / "benchmarks" / "results" / name)
     if not (DEBTAGS / "train.jsonl").is_file():
@@ -111,7 +117,7 @@ def main() -> None:
                                                       "epochs": args.epochs, **quality(args, tmp, base),
                                                       "env": environment()}, indent=2) + "\n")
                 return
-            for n in map(int, args.posts.split(",")):
+            for n in map(int, args.posts.split(",") if "cdtom" in methods else []):
                 data = posts_file(n, tmp)
                 versions = [("after", ROOT)] + ([("before", base)] if str(n) in args.before_posts.split(",") else [])
                 for version, tree in versions:
@@ -121,23 +127,25 @@ def main() -> None:
                                           "--tags", str(DEBTAGS / "tags.txt")])
                     rows.append({"method": "cdtom", "records": n, "version": version, **res})
                     print(json.dumps(rows[-1]), flush=True)
-            if (PAIRS / "train.jsonl").is_file():
+            if "clip" in methods and (PAIRS / "train.jsonl").is_file():
                 res = peak_rss(ROOT, ["pretrain", "--method", "clip", "--data", str(PAIRS / "train.jsonl"), "--out",
                                       str(tmp / "clip"), "--epochs", epochs_for("clip", 10000, args.steps),
                                       "--quiet", "--force"])
                 rows.append({"method": "clip", "records": 10000, "version": "after", **res})
                 print(json.dumps(rows[-1]), flush=True)
-            texts = tmp / "texts.jsonl"
-            posts = [json.loads(x) for x in (DEBTAGS / "train.jsonl").read_text().splitlines()]
-            texts.write_text("".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in posts))
-            res = peak_rss(ROOT, ["pretrain", "--method", "simcse", "--data", str(texts), "--out", str(tmp / "simcse"),
-                                  "--epochs", epochs_for("simcse", len(posts), args.steps), "--quiet", "--force"])
-            rows.append({"method": "simcse", "records": len(posts), "version": "after", **res})
-            print(json.dumps(rows[-1]), flush=True)
+            if "simcse" in methods:
+                texts = tmp / "texts.jsonl"
+                posts = [json.loads(x) for x in (DEBTAGS / "train.jsonl").read_text().splitlines()]
+                texts.write_text("".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in posts))
+                res = peak_rss(ROOT, ["pretrain", "--method", "simcse", "--data", str(texts), "--out",
+                                      str(tmp / "simcse"), "--epochs", epochs_for("simcse", len(posts), args.steps),
+                                      "--quiet", "--force"])
+                rows.append({"method": "simcse", "records": len(posts), "version": "after", **res})
+                print(json.dumps(rows[-1]), flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, capture_output=True)
     Path(args.out).write_text(json.dumps({"benchmark": "memory", "baseline_commit": args.baseline,
-                                          "steps": args.steps, "rows": rows,
+                                          "steps": args.steps, "extra_env": EXTRA_ENV, "rows": rows,
                                           "loadavg": os.getloadavg(), "env": environment()}, indent=2) + "\n")
 
 
