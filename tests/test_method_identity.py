@@ -452,6 +452,25 @@ def test_cl4srec_contrasts_two_augmented_views_of_each_sequence():
     assert loss.item() != pytest.approx(same.item(), abs=1e-3) and loss.item() != pytest.approx(plain.item(), abs=1e-3)
 
 
+@pytest.mark.parametrize("name", ["cl4srec", "duorec"])
+def test_sequence_contrast_on_cosines_normalises_the_last_positions(name):
+    views = {"aug1": torch.tensor([[0, 0, 0, 1, 2, 3], [0, 0, 0, 6, 7, 8], [0, 0, 0, 0, 0, 3]]),
+             "aug2": torch.tensor([[0, 0, 1, 13, 3, 4], [0, 5, 13, 7, 13, 9], [0, 0, 0, 0, 3, 2]])}
+    batch = {**SEQ_BATCH, **views, "sem": views["aug1"], "last": torch.tensor([5, 6, 11])}
+    m = _seq_model(name, ssl_weight=0.5, ssl_temperature=0.2, ssl_cosine=True)
+    m.eval()                                        # no dropout: the views are the encoder's alone
+    loss = m(batch, 0.5).loss
+    with torch.no_grad():
+        main = _seq_model("sasrec").eval()(SEQ_BATCH, 0.5).loss       # the same weights (seed 0)
+        a, b = ((views["aug1"], views["aug2"]) if name == "cl4srec" else (SEQ_BATCH["seq"], views["aug1"]))
+        z1, z2 = F.normalize(m.encoder.last(a), dim=-1), F.normalize(m.encoder.last(b), dim=-1)
+        mask = None if name == "cl4srec" else batch["last"][:, None] == batch["last"][None, :]
+        want = main + 0.5 * nt_xent(z1, z2, 0.2, mask)
+        dot = main + 0.5 * nt_xent(m.encoder.last(a), m.encoder.last(b), 0.2, mask)
+    assert loss.item() == pytest.approx(want.item(), abs=1e-5)
+    assert loss.item() != pytest.approx(dot.item(), abs=1e-3)
+
+
 def test_duorec_positive_is_a_sequence_with_the_same_next_item_and_masks_its_equals():
     m = _seq_model("duorec", ssl_weight=0.3)
     sem = torch.tensor([[0, 0, 0, 7, 8, 9], [0, 0, 1, 2, 3, 4], [0, 0, 0, 0, 0, 2]])

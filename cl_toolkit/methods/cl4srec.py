@@ -30,6 +30,7 @@ from .sasrec import SASRec, next_item_and_views
 class Config(SASRecConfig):
     ssl_weight: float = 0.1         # lambda
     ssl_temperature: float = 1.0    # on dot products, as the paper's code
+    ssl_cosine: bool = False        # cosine similarities instead of dot products
     crop_ratio: float = 0.6         # eta: share of the items a crop keeps
     mask_ratio: float = 0.3         # gamma: share of the items masked
     reorder_ratio: float = 0.6      # beta: share of the items a reorder shuffles
@@ -49,4 +50,4 @@ class CL4SRec(Method):
 
     def forward(self, batch: dict, progress: float) -> StepOutput:
         return next_item_and_views(self.encoder, batch, ["aug1", "aug2"], self.cfg.ssl_temperature,
-                                   self.cfg.ssl_weight)
+                                   self.cfg.ssl_weight, cosine=self.cfg.ssl_cosine)

@@ -35,6 +35,7 @@ from .sasrec import SASRec, next_item_and_views
 class Config(SASRecConfig):
     ssl_weight: float = 0.1         # lambda
     ssl_temperature: float = 1.0    # on dot products, as the paper's code
+    ssl_cosine: bool = False        # cosine similarities instead of dot products
     mask_same_target: bool = True   # views with the same next item are not negatives
 
 
@@ -56,4 +57,4 @@ class DuoRec(Method):
         if self.cfg.mask_same_target:
             mask = batch["last"][:, None] == dist.gather_nograd(batch["last"])[None, :]
         return next_item_and_views(self.encoder, batch, ["sem"], self.cfg.ssl_temperature, self.cfg.ssl_weight,
-                                   mask)
+                                   mask, cosine=self.cfg.ssl_cosine)

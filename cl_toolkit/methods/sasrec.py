@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .. import dist
@@ -50,14 +51,17 @@ def next_item_loss(encoder: SASRecEncoder, h: Tensor, target: Tensor) -> Tensor:
 
 
 def next_item_and_views(encoder: SASRecEncoder, batch: dict, views: list[str], temperature: float, weight: float,
-                        mask: Tensor | None = None) -> StepOutput:
+                        mask: Tensor | None = None, cosine: bool = False) -> StepOutput:
     """The objective CL4SRec and DuoRec share: SASRec's next-item loss on ``batch["seq"]`` plus
     ``weight`` x NT-Xent (gathered over ranks, ``mask`` of known positives) between the last
-    positions of the last two of ``seq`` + ``views``, all encoded in one pass (larger products)."""
+    positions of the last two of ``seq`` + ``views``, all encoded in one pass (larger products).
+    Similarities are dot products (the papers' code) or, with ``cosine``, cosines."""
     n = len(batch["seq"])
     h = encoder(torch.cat([batch["seq"], *(batch[v] for v in views)]))
     main = next_item_loss(encoder, h[:n], batch["target"])
     z1, z2 = h[-2 * n:-n, -1].float(), h[-n:, -1].float()
+    if cosine:
+        z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
     (k1, offset), (k2, _) = dist.gather(z1), dist.gather(z2)
     ssl = nt_xent(z1, z2, temperature, mask, keys=(k1, k2), offset=offset)
     return StepOutput(main + weight * ssl, z1.detach(), z2.detach())
