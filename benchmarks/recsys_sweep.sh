@@ -5,7 +5,7 @@
 # CPU core CPU per run, one JSON per setting in benchmarks/results/tuning/recsys_sweep/.
 # The presets are chosen from these files alone (docs/benchmarks.md, "Recommendation").
 #
-#   MINUTES=3 CPU=0 sh benchmarks/recsys_sweep.sh [stage]
+#   MINUTES=3 CPU=0 sh benchmarks/recsys_sweep.sh [weights|views|cosine]
 set -e
 cd "$(dirname "$0")/.."
 OUT=benchmarks/results/tuning/recsys_sweep
@@ -36,6 +36,14 @@ views)   # after SGL's views became per-epoch (as the paper's code): its weight 
         run "sgl_epochviews_w${w}_t$t" --baselines "" --methods sgl --set "sgl:ssl_weight=$w" --set "sgl:ssl_temperature=$t"
     done
     run simgcl_w0.001 --baselines "" --methods simgcl --set "simgcl:ssl_weight=0.001"
+    ;;
+cosine)  # CL4SRec / DuoRec with NT-Xent on cosines (ssl_cosine) instead of the papers' dot products
+    for wt in 0.1:0.2 0.02:0.2; do
+        w=${wt%:*}; t=${wt#*:}
+        run "cos_w${w}_t$t" --baselines "" --methods cl4srec,duorec \
+            --set "cl4srec:ssl_weight=$w" --set "cl4srec:ssl_temperature=$t" --set cl4srec:ssl_cosine=true \
+            --set "duorec:ssl_weight=$w" --set "duorec:ssl_temperature=$t" --set duorec:ssl_cosine=true
+    done
     ;;
 *) echo "unknown stage $1" >&2; exit 2 ;;
 esac
