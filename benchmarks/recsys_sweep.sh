@@ -5,7 +5,7 @@
 # CPU core CPU per run, one JSON per setting in benchmarks/results/tuning/recsys_sweep/.
 # The presets are chosen from these files alone (docs/benchmarks.md, "Recommendation").
 #
-#   MINUTES=3 CPU=0 sh benchmarks/recsys_sweep.sh [weights|views|cosine]
+#   MINUTES=3 CPU=0 sh benchmarks/recsys_sweep.sh [weights|views|cosine|zero]
 set -e
 cd "$(dirname "$0")/.."
 OUT=benchmarks/results/tuning/recsys_sweep
@@ -44,6 +44,11 @@ cosine)  # CL4SRec / DuoRec with NT-Xent on cosines (ssl_cosine) instead of the 
             --set "cl4srec:ssl_weight=$w" --set "cl4srec:ssl_temperature=$t" --set cl4srec:ssl_cosine=true \
             --set "duorec:ssl_weight=$w" --set "duorec:ssl_temperature=$t" --set duorec:ssl_cosine=true
     done
+    ;;
+zero)    # equal epochs, no contrastive term: do CL4SRec / DuoRec match SASRec when ssl_weight = 0?
+    [ -f "$OUT/w0_e15.json" ] || taskset -c "${CPU:-0}" python benchmarks/recsys.py --protocol loo --phase valid \
+        --epochs 15 --threads 1 --baselines "" --methods sasrec,duorec,cl4srec --set duorec:ssl_weight=0 \
+        --set cl4srec:ssl_weight=0 --tag w0_e15 --out "$OUT/w0_e15.json"
     ;;
 *) echo "unknown stage $1" >&2; exit 2 ;;
 esac
