@@ -437,7 +437,7 @@ def test_sasrec_predicts_the_next_item_at_every_position():
 
 
 def test_cl4srec_contrasts_two_augmented_views_of_each_sequence():
-    m = _seq_model("cl4srec", ssl_weight=0.5, ssl_temperature=0.7)
+    m = _seq_model("cl4srec", ssl_weight=0.5, ssl_temperature=0.7, ssl_cosine=False)   # the paper's dot products
     aug1 = torch.tensor([[0, 0, 0, 1, 2, 3], [0, 0, 0, 6, 7, 8], [0, 0, 0, 0, 0, 3]])       # crops
     aug2 = torch.tensor([[0, 0, 1, 13, 3, 4], [0, 5, 13, 7, 13, 9], [0, 0, 0, 0, 3, 2]])  # mask / reorder
     batch = {**SEQ_BATCH, "aug1": aug1, "aug2": aug2}
@@ -472,7 +472,7 @@ def test_sequence_contrast_on_cosines_normalises_the_last_positions(name):
 
 
 def test_duorec_positive_is_a_sequence_with_the_same_next_item_and_masks_its_equals():
-    m = _seq_model("duorec", ssl_weight=0.3)
+    m = _seq_model("duorec", ssl_weight=0.3, ssl_temperature=1.0, ssl_cosine=False)    # the paper's dot products
     sem = torch.tensor([[0, 0, 0, 7, 8, 9], [0, 0, 1, 2, 3, 4], [0, 0, 0, 0, 0, 2]])
     batch = {**SEQ_BATCH, "sem": sem, "last": torch.tensor([5, 5, 11])}       # rows 0 and 1 lead to item 5
     loss = m(batch, 0.5).loss
