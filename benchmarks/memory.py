@@ -69,6 +69,7 @@ def quality(args, tmp: Path, base: Path) -> dict:
         run = tmp / f"q_{version}"
         res = peak_rss(tree, ["pretrain", "--method", "cdtom", "--data", str(DEBTAGS / "train.jsonl"), "--out",
                               str(run), "--epochs", str(args.epochs), "--quiet", "--force", "--threads", "1",
+                              "--seed", str(args.seed),
                               "--tags", str(DEBTAGS / "tags.txt")])
         tagger = load_tagger(str(run))
         for split in ("valid", "test"):
@@ -95,6 +96,7 @@ def main() -> None:
     ap.add_argument("--part", choices=["rss", "quality"], default="rss")
     ap.add_argument("--steps", type=int, default=40, help="--part rss: training steps of each row")
     ap.add_argument("--epochs", type=float, default=2, help="--part quality: training epochs of both runs")
+    ap.add_argument("--seed", type=int, default=0, help="--part quality: the seed of both runs")
     ap.add_argument("--methods", default="cdtom,clip,simcse", help="--part rss: which rows")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for every measured process (repeatable)")
     ap.add_argument("--out", default=None)
@@ -114,7 +116,8 @@ def main() -> None:
         try:
             if args.part == "quality":
                 Path(args.out).write_text(json.dumps({"benchmark": "memory_quality", "baseline_commit": args.baseline,
-                                                      "epochs": args.epochs, **quality(args, tmp, base),
+                                                      "epochs": args.epochs, "seed": args.seed,
+                                                      **quality(args, tmp, base),
                                                       "env": environment()}, indent=2) + "\n")
                 return
             for n in map(int, args.posts.split(",") if "cdtom" in methods else []):
