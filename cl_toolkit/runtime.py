@@ -22,7 +22,7 @@ from .io import InputError, auto_threads, available_cpus, thread_count
 
 # oneDNN (the CPU's bf16 matmuls and convolutions) keeps a cache of compiled primitives, one per
 # operation and shape: 1,024 by default. Text batches pad to their own longest text, so every new
-# length adds primitives, and CD-TOM's resident memory grew by ~6 MB a step (docs/benchmarks.md,
+# length adds primitives, and CD-TOM's resident memory grew step after step (docs/benchmarks.md,
 # "Memory"). A fixed model's steps need far fewer. Read once, at the first primitive; a user's
 # own setting wins.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
