@@ -122,12 +122,17 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return twin
 
 
+def copy_sharing_frozen(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` whose frozen parameters are ``module``'s own (shared, not copied):
+    a second tower over a locked transformer costs the memory of its trainable layers only."""
+    return copy.deepcopy(module, memo={id(p): p for p in module.parameters() if not p.requires_grad})
+
+
 def momentum_copy(module: nn.Module) -> nn.Module:
-    """A frozen copy of ``module`` that shares its frozen parameters instead of copying them: a
-    momentum text tower over a locked transformer costs the memory (and checkpoint space) of its
-    trainable layers only. Pair it with ``trained_pairs`` for the EMA."""
-    shared = {id(p): p for p in module.parameters() if not p.requires_grad}
-    twin = copy.deepcopy(module, memo=dict(shared))
+    """A frozen copy of ``module`` that shares its frozen parameters instead of copying them
+    (``copy_sharing_frozen``): a momentum text tower over a locked transformer costs the memory
+    (and checkpoint space) of its trainable layers only. Pair it with ``trained_pairs`` for the EMA."""
+    twin = copy_sharing_frozen(module)
     for p in twin.parameters():
         p.requires_grad_(False)
     return twin

@@ -26,7 +26,6 @@ held-out posts (``RUN/tagger.json``): ``cl_toolkit.tag.finish_run``.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +36,7 @@ from .. import dist
 from ..losses import multi_positive_info_nce
 from ..tasks.posts import PostsTask
 from . import register_method
-from .base import KeyQueue, Method, StepOutput, momentum_copy, trained_pairs
+from .base import KeyQueue, Method, StepOutput, copy_sharing_frozen, momentum_copy, trained_pairs
 
 
 @dataclass
@@ -70,8 +69,7 @@ class CDTOM(Method):
         self.encoder = encoder
         # the towers differ only in what trains: the tag tower shares the frozen weights (the
         # embeddings and the cached layers) instead of holding a copy of them
-        frozen = {id(p): p for p in encoder.parameters() if not p.requires_grad}
-        self.tag_encoder = encoder if cfg.shared_towers else copy.deepcopy(encoder, memo=frozen)
+        self.tag_encoder = encoder if cfg.shared_towers else copy_sharing_frozen(encoder)
         self.queued = cfg.queue > 0
         if self.queued:
             self.momentum_tags = momentum_copy(self.tag_encoder)    # the frozen lower layers are shared
