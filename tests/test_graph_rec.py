@@ -11,8 +11,8 @@ from safetensors.numpy import load_file
 from cl_toolkit.config import TrainConfig, resolve_config
 from cl_toolkit.encoders.graph import (
     LightGCN,
-    edge_dropout,
-    node_dropout,
+    edge_keep,
+    node_keep,
     normalized_adjacency,
     propagate,
 )
@@ -81,9 +81,11 @@ def test_edge_and_node_dropout():
         want = {(a, b) for a, b in zip(u.tolist(), i.tolist()) if a in left_u and b in left_i}
         return set(zip(ku.tolist(), ki.tolist())) == want
 
-    ku, ki = edge_dropout(u, i, 0.2)
+    keep = edge_keep(len(u), 0.2)
+    ku, ki = u[keep], i[keep]
     assert 140 < len(ku) < 185 and not whole_nodes(ku, ki)                  # about 80% of the edges, any edges
-    nu, ni = node_dropout(u, i, 50, 40, 0.3)
+    keep = node_keep(u, i, 50, 40, 0.3)
+    nu, ni = u[keep], i[keep]
     assert len(nu) < 150 and whole_nodes(nu, ni)                            # nodes leave with all their edges
     g = LightGCN(3, 4, dim=8, layers=2)
     users, items = g(normalized_adjacency(USERS, ITEMS, 3, 4))

@@ -128,18 +128,6 @@ def node_keep(users: Tensor, items: Tensor, n_users: int, n_items: int, ratio: f
     return ~(du[users] | di[items])
 
 
-def edge_dropout(users: Tensor, items: Tensor, ratio: float) -> tuple[Tensor, Tensor]:
-    """The edges ``edge_keep`` keeps."""
-    keep = edge_keep(len(users), ratio, users.device)
-    return users[keep], items[keep]
-
-
-def node_dropout(users: Tensor, items: Tensor, n_users: int, n_items: int, ratio: float) -> tuple[Tensor, Tensor]:
-    """The edges ``node_keep`` keeps."""
-    keep = node_keep(users, items, n_users, n_items, ratio)
-    return users[keep], items[keep]
-
-
 def save_graph(users: Tensor, items: Tensor, folder: Path, user_ids: list[str], item_ids: list[str],
                extra: dict | None = None) -> None:
     """The final embeddings with their vocabularies."""
