@@ -193,18 +193,23 @@ def clip_eval(run: Path) -> dict:
     return res
 
 
+def mined_data(source: Path, base_run: Path, out: Path, **options) -> tuple[Path, dict]:
+    """``source`` with hard negatives mined by the base row's run (``cltk mine``'s library call),
+    written to ``out``; returns it and the mining summary with its seconds."""
+    recs, kind = read_records(str(source))
+    t0 = time.perf_counter()
+    mined, summary = mine(recs, kind, str(source), str(base_run), **options)
+    write_mined(mined, kind, str(source), out, force=True)
+    return out, {**summary, "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def clip_row(name: str, steps: int, result: dict) -> dict:
     mc = dict(CLIP_ROWS[name])
     data = PAIRS / "train.jsonl"
     extra: dict = {}
     if name == "mined":
-        data = WORK / "clip_mined.jsonl"
-        recs, kind = read_records(str(PAIRS / "train.jsonl"))
-        t0 = time.perf_counter()
-        mined, summary = mine(recs, kind, str(PAIRS / "train.jsonl"), str(WORK / "clip_base"), range_min=1,
-                              range_max=MINE_CLIP_RANGE_MAX, margin=0.0)
-        write_mined(mined, kind, str(PAIRS / "train.jsonl"), data, force=True)
-        extra["mining"] = {**summary, "seconds": round(time.perf_counter() - t0, 1)}
+        data, extra["mining"] = mined_data(PAIRS / "train.jsonl", WORK / "clip_base", WORK / "clip_mined.jsonl",
+                                           range_min=1, range_max=MINE_CLIP_RANGE_MAX, margin=0.0)
     out = WORK / f"clip_{name}"
     row = train({"method": "clip", "data": str(data), "method_config": mc, "threads": 1}, out,
                 steps_for(name, "clip", result, steps))
@@ -227,13 +232,9 @@ def tag_row(name: str, steps: int, result: dict) -> dict:
     data = DEBTAGS / "train.jsonl"
     extra: dict = {}
     if name == "mined":
-        data = WORK / "tag_mined.jsonl"
-        recs, kind = read_records(str(DEBTAGS / "train.jsonl"))
-        t0 = time.perf_counter()
-        mined, summary = mine(recs, kind, str(DEBTAGS / "train.jsonl"), str(WORK / "tag_base"),
-                              tags=str(DEBTAGS / "tags.txt"), num=3, range_min=0, range_max=30, margin=0.0)
-        write_mined(mined, kind, str(DEBTAGS / "train.jsonl"), data, force=True)
-        extra["mining"] = {**summary, "seconds": round(time.perf_counter() - t0, 1)}
+        data, extra["mining"] = mined_data(DEBTAGS / "train.jsonl", WORK / "tag_base", WORK / "tag_mined.jsonl",
+                                           tags=str(DEBTAGS / "tags.txt"), num=3, range_min=0, range_max=30,
+                                           margin=0.0)
     out = WORK / f"tag_{name}"
     mc = {"tags": str(DEBTAGS / "tags.txt"), **TAG_ROWS[name]}
     row = train({"method": "cdtom", "data": str(data), "method_config": mc, "threads": 1}, out,
