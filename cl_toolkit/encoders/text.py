@@ -100,11 +100,11 @@ class TextEncoder(nn.Module):
         """Run layers ``layer``.. on cached hidden states [B, L, D] (right-padded, ``mask`` [B, L]),
         then pool and project.
 
-        A batch pads to its longest text, so most of its positions are padding (debtags posts:
-        11 tokens on average, batches of 256 padded to 25-64). The texts therefore go through the
-        layers in groups of ``GROUP_ROWS`` of similar length, each cut to its own longest: the
-        same outputs (padding is masked either way) for about half the positions, so about half
-        the time and activation memory (docs/benchmarks.md, "Memory")."""
+        A batch pads to its longest text, so with short texts and a few long ones most of its
+        positions are padding. The texts therefore go through the layers in groups of
+        ``GROUP_ROWS`` of similar length, each cut to its own longest: the same outputs (padding
+        is masked either way) on far fewer positions, so less time and activation memory
+        (docs/benchmarks.md, "Memory")."""
         n = len(hidden)
         if n < 2 * GROUP_ROWS:
             return self.project(self._pooled_from(hidden, mask, layer))
