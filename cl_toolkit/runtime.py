@@ -26,6 +26,10 @@ from .io import InputError, auto_threads, available_cpus, thread_count
 # "Memory"). A fixed model's steps need far fewer. Read once, at the first primitive; a user's
 # own setting wins.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
+# ideep (torch's bf16 matmul path on the CPU) keeps its own cache of prepared computations, one
+# per shape, sized by LRU_CACHE_CAPACITY (1,024 by default): this, not oneDNN's cache, was what
+# grew CD-TOM's heap by ~4 MB a step for its first epoch (in-use heap flat with 64; 16 was slower).
+os.environ.setdefault("LRU_CACHE_CAPACITY", "64")
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
