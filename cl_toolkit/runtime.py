@@ -20,16 +20,14 @@ import torch
 from . import __version__
 from .io import InputError, auto_threads, available_cpus, thread_count
 
-# oneDNN (the CPU's bf16 matmuls and convolutions) keeps a cache of compiled primitives, one per
-# operation and shape: 1,024 by default. Text batches pad to their own longest text, so every new
-# length adds primitives, and CD-TOM's resident memory grew step after step (docs/benchmarks.md,
-# "Memory"). A fixed model's steps need far fewer. Read once, at the first primitive; a user's
-# own setting wins.
-os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
-# ideep (torch's bf16 matmul path on the CPU) keeps its own cache of prepared computations, one
-# per shape, sized by LRU_CACHE_CAPACITY (1,024 by default): this, not oneDNN's cache, was what
-# grew CD-TOM's heap by ~4 MB a step for its first epoch (in-use heap flat with 64; 16 was slower).
-os.environ.setdefault("LRU_CACHE_CAPACITY", "64")
+# Two per-shape caches on the CPU's bf16 path: oneDNN's compiled primitives
+# (ONEDNN_PRIMITIVE_CACHE_CAPACITY) and ideep's prepared matmuls (LRU_CACHE_CAPACITY), 1,024
+# entries each by default. Text batches pad to their own longest text, so every new length adds
+# entries, and CD-TOM's heap grew step after step through its first epoch (docs/benchmarks.md,
+# "Memory"); ideep's cache was the one that grew it. A fixed model's steps need far fewer. Read
+# once, at the first use; a user's own setting wins.
+for _cache in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+    os.environ.setdefault(_cache, "64")
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
