@@ -116,6 +116,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="METHOD:KEY=VALUE for one method (repeatable)")
     ap.add_argument("--ranks", type=int, default=1, help="train under torchrun with this many processes of "
                     "--threads threads each (gathered in-batch negatives)")
+    ap.add_argument("--seeds", default="0", help="training seeds of every method (e.g. 0,1,2: one row per seed; "
+                    "the split is always seed 0)")
     ap.add_argument("--tag", default="", help="a name for the rows of this run (e.g. a setting being probed)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", default=None, help="folder for data and run dirs (default: a temporary one)")
@@ -171,12 +173,13 @@ def main() -> None:
     for s in args.set:
         m, _, kv = s.partition(":")
         overrides.setdefault(m, []).append(kv)
-    for method in [m for m in args.methods.split(",") if m]:
-        run = work / f"run-{method}"
+    seeds = [int(x) for x in args.seeds.split(",")]
+    for method, seed in [(m, sd) for m in args.methods.split(",") if m for sd in seeds]:
+        run = work / f"run-{method}-{seed}"
         extra = settings_from(overrides.get(method, []))
         budget = {"epochs": args.epochs} if args.epochs is not None else {"minutes": args.minutes}
         cfg = resolve_config({"method": method, "data": str(path), "out": str(run), **budget,
-                              "threads": threads, "seed": 0, "checkpoint_every": 100000, **extra})
+                              "threads": threads, "seed": seed, "checkpoint_every": 100000, **extra})
         before = load()
         if args.ranks > 1:
             summary = launch(cfg, args.ranks, overrides.get(method, []))
@@ -191,14 +194,30 @@ def main() -> None:
             m["k100_check"] = all(
                 len(r["items"]) == 100 and not {x["item"] for x in r["items"]} & seen.get(r["user"], set())
                 and all(a["score"] >= b["score"] for a, b in zip(r["items"], r["items"][1:])) for r in big)
-        add({"model": method + (f" ({args.tag})" if args.tag else ""), "kind": "method", "ranks": args.ranks,
+        add({"model": method + (f" ({args.tag})" if args.tag else ""), "kind": "method", "seed": seed,
+             "ranks": args.ranks,
              "settings": {k: v for k, v in json.loads((run / "config.json").read_text()).items()
                           if k in ("lr", "batch_size", "weight_decay", "method_config", "optimizer", "precision")},
              **m, "train_minutes": round(summary["train_seconds"] / 60, 2), "steps": summary["steps"],
              "epochs": summary["epochs"], "recommend_seconds": round(time.perf_counter() - t0, 1),
              "load_before": before, "load_after": load()})
+        result["seed_means"] = seed_means(result["rows"])
+        write_json(args.out, result)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def seed_means(rows: list[dict]) -> dict:
+    """Per method row name: mean and standard deviation of each metric over its seeds."""
+    out: dict[str, dict] = {}
+    for name in dict.fromkeys(r["model"] for r in rows if r["kind"] == "method"):
+        runs = [r for r in rows if r["kind"] == "method" and r["model"] == name]
+        out[name] = {"seeds": [r["seed"] for r in runs]}
+        for key in ("hr@10", "recall@10", "ndcg@10", "mrr", "steps"):
+            vals = torch.tensor([float(r[key]) for r in runs], dtype=torch.float64)
+            out[name][key] = {"mean": round(vals.mean().item(), 4),
+                              "std": round(vals.std().item(), 4) if len(runs) > 1 else 0.0}
+    return out
 
 
 if __name__ == "__main__":
