@@ -37,7 +37,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cl_toolkit import index as ix  # noqa: E402
-from cl_toolkit.index.build import _add, _train_size  # noqa: E402 (ix.build is the function)
 from cl_toolkit.runtime import environment  # noqa: E402
 
 K = 10
@@ -93,10 +92,7 @@ def run_fixed(x: np.ndarray, q: np.ndarray, truth: np.ndarray, factory: str, par
     """A Faiss index at fixed parameters, built straight with Faiss (training sample as cltk's)."""
     index = faiss.index_factory(x.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     t0 = time.time()
-    if not index.is_trained:
-        rng = np.random.default_rng(seed)
-        index.train(x[np.sort(rng.choice(len(x), _train_size(index, len(x)), replace=False))])
-    _add(index, x, None)                                # batches as cltk adds them (HNSW: one call)
+    ix.fill(index, x, seed=seed)                        # trained and added as cltk's (HNSW: one call)
     build_s = time.time() - t0
     ix.set_params(index, params)
     path = tmp / f"{name}.faiss"

@@ -1,6 +1,7 @@
 """cl_toolkit.index and the build-index / eval retrieval commands, checked against brute force."""
 
 import hashlib
+import importlib
 import json
 from pathlib import Path
 
@@ -125,6 +126,26 @@ def test_tune_reports_a_missed_target():
     truth = top_k(x[2000:] @ x[:2000].T, 10)
     res = ix.tune(index, x[2000:], truth, target=0.99)
     assert not res["target_met"] and res["recall"] < 0.99 and res["params"]["nprobe"] == 32
+
+
+def test_fill_trains_on_a_seeded_sample_and_adds_every_row(monkeypatch):
+    x = unit(clustered(32_000, 16))                             # above the 30,000-row training sample
+
+    def filled(seed: int) -> bytes:
+        index = ix.make_index("IVF16,Flat", 16, "ip")
+        ix.fill(index, x, seed=seed)
+        assert index.is_trained and index.ntotal == len(x)
+        return faiss.serialize_index(index).tobytes()
+
+    assert filled(0) == filled(0) != filled(1)                  # the training sample is the seed's
+
+    monkeypatch.setattr(importlib.import_module("cl_toolkit.index.build"), "ADD_BATCH", 1000)
+    calls = []
+    ix.fill(ix.make_index("Flat", 16, "ip"), x[:3000], progress=calls.append)
+    assert calls == [1000, 1000, 1000]                          # in build's batches
+    calls.clear()
+    ix.fill(ix.make_index("HNSW8", 16, "ip"), x[:3000], progress=calls.append)
+    assert calls == [3000]                                      # HNSW: one add call
 
 
 # ---------------------------------------------------------------- auto choice

@@ -23,7 +23,7 @@ only: nothing here imports torch or a model (embedding queries is ``embed``'s jo
 the ``match`` app's).
 """
 
-from .build import build
+from .build import build, fill
 from .choose import (
     FLAT_MAX,
     HNSW_MAX,
@@ -55,7 +55,7 @@ from .tune import (
 __all__ = [
     "FLAT_MAX", "HNSW_MAX", "METRICS", "RECALL_K", "build", "build_shard", "build_sharded", "check_compatible",
     "choose_factory", "choose_ivf_factory", "default_memory", "describe", "estimate_memory", "exact_neighbors",
-    "knob", "load", "lower_bound", "make_index", "measure_qps", "measure_recall", "merge_shards", "model_identity",
-    "parse_memory", "parse_shard", "per_query_recall", "prepare", "read_plan", "recall_at_k", "same_model", "search",
-    "set_params", "train_shared", "tune", "use_threads",
+    "fill", "knob", "load", "lower_bound", "make_index", "measure_qps", "measure_recall", "merge_shards",
+    "model_identity", "parse_memory", "parse_shard", "per_query_recall", "prepare", "read_plan", "recall_at_k",
+    "same_model", "search", "set_params", "train_shared", "tune", "use_threads",
 ]

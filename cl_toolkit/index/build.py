@@ -85,6 +85,18 @@ def _add(index: faiss.Index, x: np.ndarray, progress: Progress) -> None:
             progress(len(x[i:i + batch]))
 
 
+def fill(index: faiss.Index, x: np.ndarray, *, seed: int = 0, progress: Progress = None) -> None:
+    """Train ``index`` when it needs training, on a sample of ``x`` of the size ``build`` trains
+    on, then add all of ``x`` in the batches ``build`` adds with (HNSW: one call). For an index of
+    a fixed factory built outside ``build`` (e.g. the fixed-parameter rows of
+    ``benchmarks/index.py``), so that it is trained and filled as cltk's own would be."""
+    if not index.is_trained:
+        rng = np.random.default_rng(seed)
+        _train(index, x[np.sort(rng.choice(len(x), _train_size(index, len(x)), replace=False))],
+               type(index).__name__)
+    _add(index, x, progress)
+
+
 def _exact_reconstructible(index: faiss.Index) -> bool:
     base, refine = _unwrap(index)
     if refine or isinstance(faiss.downcast_index(index), faiss.IndexPreTransform):
