@@ -1,6 +1,8 @@
 """Peak resident memory of text pretraining against the number of records: CD-TOM's cached
 lower-layer states (the default preset: 2 trainable layers, so every post's token states are
 cached), CLIP's cached caption features and SimCSE, for this checkout and a baseline commit.
+CD-TOM and SimCSE run at every ``--posts`` size (SimCSE reads the posts' text and caches nothing,
+so its rows show whether anything grows with the number of texts); CLIP at the 10,000 pairs.
 
 Each row is one ``cltk pretrain`` process, measured by GNU time (maximum resident set size),
 that caches everything and then trains ``--steps`` steps (40 by default): the peak comes during
@@ -136,14 +138,12 @@ def main() -> None:
                                       "--quiet", "--force"])
                 rows.append({"method": "clip", "records": 10000, "version": "after", **res})
                 print(json.dumps(rows[-1]), flush=True)
-            if "simcse" in methods:
-                texts = tmp / "texts.jsonl"
-                posts = [json.loads(x) for x in (DEBTAGS / "train.jsonl").read_text().splitlines()]
-                texts.write_text("".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in posts))
-                res = peak_rss(ROOT, ["pretrain", "--method", "simcse", "--data", str(texts), "--out",
-                                      str(tmp / "simcse"), "--epochs", epochs_for("simcse", len(posts), args.steps),
+            for n in map(int, args.posts.split(",") if "simcse" in methods else []):
+                data = posts_file(n, tmp)               # SimCSE reads the text field and ignores the tags
+                res = peak_rss(ROOT, ["pretrain", "--method", "simcse", "--data", str(data), "--out",
+                                      str(tmp / f"simcse_{n}"), "--epochs", epochs_for("simcse", n, args.steps),
                                       "--quiet", "--force"])
-                rows.append({"method": "simcse", "records": len(posts), "version": "after", **res})
+                rows.append({"method": "simcse", "records": n, "version": "after", **res})
                 print(json.dumps(rows[-1]), flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, capture_output=True)
