@@ -67,7 +67,8 @@ class Config:
                  "Huo et al. 2021, WenLan, arXiv:2103.06561; Srinivasa et al. 2023, CWCL, arXiv:2309.14580")
 class CLIP(Method):
     defaults = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "batch_size": 256, "warmup": 0.02,
-                "augment": "simclr", "aug_strength": 0.0, "min_scale": 0.5, "epochs": 60}
+                "augment": "simclr", "aug_strength": 0.0, "min_scale": 0.5, "epochs": 30}
+    # 30 epochs: the best of 15 / 30 / 60 on validation zero-shot accuracy (docs/benchmarks.md)
     task = PairsTask
 
     def __init__(self, image: nn.Module, text: nn.Module, cfg: Config, start_layer: int):
