@@ -91,9 +91,7 @@ def fill(index: faiss.Index, x: np.ndarray, *, seed: int = 0, progress: Progress
     a fixed factory built outside ``build`` (e.g. the fixed-parameter rows of
     ``benchmarks/index.py``), so that it is trained and filled as cltk's own would be."""
     if not index.is_trained:
-        rng = np.random.default_rng(seed)
-        _train(index, x[np.sort(rng.choice(len(x), _train_size(index, len(x)), replace=False))],
-               type(index).__name__)
+        _train(index, x[_train_sample(index, len(x), np.random.default_rng(seed))], type(index).__name__)
     _add(index, x, progress)
 
 
